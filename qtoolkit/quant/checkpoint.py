@@ -1,0 +1,154 @@
+"""Quantized checkpoints: a directory that reloads on any machine, CPU-only included.
+
+Layout::
+
+    qtoolkit.json      manifest: format, architecture, task, quant config, stage info
+    config.json        Hugging Face config of the float model
+    tokenizer files
+    model.safetensors  every parameter and buffer, quantizer amax values included
+    amax.json, amax.md every quantizer's amax, for people and scripts
+
+Loading rebuilds the float model from config.json, inserts quantizers with the saved config,
+creates each `_amax` buffer on the CPU with its saved shape, then loads the state dict. Creating
+the buffers first is what keeps pytorch-quantization's state-dict hook off its CUDA-only path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qtoolkit import __version__
+from qtoolkit.errors import QtoolError
+from qtoolkit.fsutil import MARKER, atomic_dir
+from qtoolkit.models.registry import HEAD_SUFFIX, ArchSpec, spec_for_config
+from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
+from qtoolkit.quant.report import amax_markdown, amax_records
+from qtoolkit.recipe import QuantConfig
+
+__all__ = ["QuantizedCheckpoint", "save_quantized", "load_quantized", "task_of", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class QuantizedCheckpoint:
+    model: nn.Module
+    tokenizer: Any
+    spec: ArchSpec
+    manifest: dict[str, Any]
+
+
+def task_of(model: nn.Module) -> str:
+    name = type(model).__name__
+    for task, suffix in HEAD_SUFFIX.items():
+        if name.endswith(suffix):
+            return task
+    raise QtoolError(f"cannot tell the task of a {name}")
+
+
+def save_quantized(
+    model: nn.Module,
+    tokenizer: Any,
+    out_dir: str | Path,
+    quant_cfg: QuantConfig,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` (with quantizers) to `out_dir` atomically. `info` goes into the manifest."""
+    from safetensors.torch import save_model
+
+    spec = spec_for_config(model.config)
+    records = amax_records(model)
+    manifest = {
+        "format": "qtoolkit-quantized",
+        "format_version": FORMAT_VERSION,
+        "qtoolkit_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "architecture": spec.name,
+        "task": task_of(model),
+        "quant": quant_cfg.model_dump(mode="json"),
+        "disabled_quantizers": [r["name"] for r in records if not r["enabled"]],
+        **(info or {}),
+    }
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        device = next(model.parameters()).device
+        try:
+            save_model(model.to("cpu"), str(tmp / WEIGHTS))
+        finally:
+            model.to(device)
+        (tmp / "amax.json").write_text(json.dumps(records, indent=1) + "\n")
+        (tmp / "amax.md").write_text(amax_markdown(records))
+        (tmp / MARKER).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out_dir
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    manifest_path = path / MARKER
+    if not path.is_dir():
+        raise QtoolError(f"checkpoint directory not found: {path}")
+    if not manifest_path.is_file():
+        raise QtoolError(f"{path} is not a qtoolkit quantized checkpoint (no {MARKER})")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != "qtoolkit-quantized":
+        raise QtoolError(f"{path} is a qtoolkit '{manifest.get('format')}' directory, not a model")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise QtoolError(
+            f"{path} was written by a newer qtoolkit (format {manifest['format_version']})"
+        )
+    return manifest
+
+
+def _prepare_amax_buffers(model: nn.Module, shapes: dict[str, torch.Size]) -> None:
+    for name, quantizer in iter_quantizers(model):
+        key = f"{name}._amax"
+        if key in shapes and not hasattr(quantizer, "_amax"):
+            quantizer.register_buffer("_amax", torch.empty(shapes[key]))
+
+
+def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint:
+    """Rebuild a quantized model saved by `save_quantized`, on `device` (default CPU)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoTokenizer
+
+    from qtoolkit.models.loading import quiet_transformers
+
+    quiet_transformers()
+    path = Path(path)
+    manifest = read_manifest(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    spec = spec_for_config(config)
+    model = spec.head_class(manifest["task"])._from_config(config, attn_implementation="eager")
+    model.eval()
+    insert_quantizers(model, QuantConfig.model_validate(manifest["quant"]))
+    weights = path / WEIGHTS
+    with safe_open(str(weights), framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
+    _prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
+    missing, unexpected = load_model(model, str(weights), strict=False)
+    # Tied weights are stored once; anything else missing means a mismatched checkpoint.
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise QtoolError(
+            f"{weights} does not match the model "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    disabled = set(manifest.get("disabled_quantizers", []))
+    for name, quantizer in iter_quantizers(model):
+        if name in disabled:
+            quantizer.disable()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return QuantizedCheckpoint(model.to(device), tokenizer, spec, manifest)

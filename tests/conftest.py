@@ -1,0 +1,131 @@
+"""Shared fixtures: tiny random BERT and SqueezeBERT checkpoints with a tiny word-piece vocab."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+WORDS = (
+    "the a an is was and or but not very good bad movie film great terrible plot actor i you it "
+    "this that of to in on for with love hate boring fun story quant int8 model fast slow"
+).split()
+
+SENTENCES = [
+    "the movie was very good",
+    "i hate this boring film",
+    "a great story with a fun plot",
+    "the actor was terrible and the plot was slow",
+    "this is not a good movie",
+    "i love it",
+    "the int8 model is fast but the film is slow and boring and not very fun at all",
+    "it was an ok film",
+]
+
+
+def _write_vocab(path: Path) -> Path:
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "?", "'"]
+    tokens += letters + [f"##{c}" for c in letters] + WORDS
+    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n")
+    return path
+
+
+def _tokenizer(dir_: Path):
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab_file=str(_write_vocab(dir_ / "vocab.txt")), do_lower_case=True)
+
+
+def _save_checkpoint(dir_: Path, config, model_cls, seed: int = 0) -> Path:
+    import torch
+
+    dir_.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(dir_)
+    config.vocab_size = len(tok)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.save_pretrained(dir_)
+    tok.save_pretrained(dir_)
+    return dir_
+
+
+def bert_config(**kw):
+    from transformers import BertConfig
+
+    base = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
+    return BertConfig(**{**base, **kw})
+
+
+def squeezebert_config(**kw):
+    from transformers import SqueezeBertConfig
+
+    base = dict(
+        hidden_size=32,
+        embedding_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        q_groups=2,
+        k_groups=2,
+        v_groups=2,
+        post_attention_groups=2,
+        intermediate_groups=4,
+        output_groups=2,
+        num_labels=2,
+    )
+    return SqueezeBertConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    from transformers import BertForSequenceClassification
+
+    return _save_checkpoint(
+        tmp_path_factory.mktemp("tiny-bert"), bert_config(), BertForSequenceClassification
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_squeezebert_dir(tmp_path_factory) -> Path:
+    from transformers import SqueezeBertForSequenceClassification
+
+    return _save_checkpoint(
+        tmp_path_factory.mktemp("tiny-squeezebert"),
+        squeezebert_config(),
+        SqueezeBertForSequenceClassification,
+    )
+
+
+@pytest.fixture(params=["bert", "squeezebert"])
+def tiny_dir(request, tiny_bert_dir, tiny_squeezebert_dir) -> Path:
+    return {"bert": tiny_bert_dir, "squeezebert": tiny_squeezebert_dir}[request.param]
+
+
+@pytest.fixture(scope="session")
+def calib_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    path.write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES * 4))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_batch(tiny_bert_dir):
+    """Tokenized SENTENCES with padding, so attention masks are exercised."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    return dict(tok(SENTENCES, padding=True, return_tensors="pt"))

@@ -67,6 +67,9 @@ class DataConfig(_Strict):
     eval_file: Path | None = None
     test_file: Path | None = None
     max_length: int = Field(128, ge=8, le=4096)
+    pad_to_max_length: bool = Field(
+        False, description="Pad every batch to max_length (static shapes) instead of its longest."
+    )
     text_field: str = "text"
     text_pair_field: str | None = None
     label_field: str = "label"

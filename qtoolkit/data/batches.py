@@ -10,10 +10,15 @@ __all__ = ["tokenize_batches"]
 
 
 def tokenize_batches(
-    tokenizer, examples: Sequence[TextExample], batch_size: int, max_length: int
+    tokenizer,
+    examples: Sequence[TextExample],
+    batch_size: int,
+    max_length: int,
+    pad_to_max_length: bool = False,
 ) -> list[dict]:
     """Dicts of tensors (`input_ids`, `attention_mask`, `token_type_ids` where the model uses
-    them), each padded to its own longest sequence, truncated to `max_length`."""
+    them), truncated to `max_length` and padded to the batch's longest sequence (or to
+    `max_length` with `pad_to_max_length`)."""
     batches = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
@@ -22,7 +27,7 @@ def tokenize_batches(
         enc = tokenizer(
             texts,
             pairs if all(p is not None for p in pairs) else None,
-            padding="longest",
+            padding="max_length" if pad_to_max_length else "longest",
             truncation=True,
             max_length=max_length,
             return_tensors="pt",

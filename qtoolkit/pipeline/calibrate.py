@@ -56,7 +56,11 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     model = loaded.model.to(device)
     report = insert_quantizers(model, recipe.quant)
     batches = tokenize_batches(
-        loaded.tokenizer, examples, recipe.calib.batch_size, recipe.data.max_length
+        loaded.tokenizer,
+        examples,
+        recipe.calib.batch_size,
+        recipe.data.max_length,
+        recipe.data.pad_to_max_length,
     )
     start = time.perf_counter()
     result = calibrate(model, batch_forward_loop(batches, device), recipe.calib)

@@ -22,7 +22,15 @@ from qtoolkit.quant.calib.histogram import HistogramCalibrator
 from qtoolkit.quant.insert import iter_quantizers
 from qtoolkit.recipe import CalibConfig
 
-__all__ = ["CalibResult", "calibrate", "collect_statistics", "load_amax", "is_weight_quantizer"]
+__all__ = [
+    "CalibResult",
+    "calibrate",
+    "calibrate_weights",
+    "collect_statistics",
+    "is_weight_quantizer",
+    "load_amax",
+    "release_statistics",
+]
 
 ForwardLoop = Callable[[nn.Module], None]
 
@@ -40,7 +48,8 @@ def is_weight_quantizer(name: str) -> bool:
     return name.endswith("._weight_quantizer")
 
 
-def _calibrate_weights(model: nn.Module) -> list[str]:
+def calibrate_weights(model: nn.Module) -> list[str]:
+    """Per-channel (or per-tensor) max of each weight, straight from the tensor."""
     from pytorch_quantization.calib import MaxCalibrator
 
     done = []
@@ -151,7 +160,7 @@ def release_statistics(model: nn.Module) -> None:
 
 def calibrate(model: nn.Module, forward_loop: ForwardLoop, cfg: CalibConfig) -> CalibResult:
     """Calibrate weights (per-channel max) and activations (`cfg.method`) in place."""
-    weights = _calibrate_weights(model)
+    weights = calibrate_weights(model)
     collect_seconds = collect_statistics(model, forward_loop, cfg)
     result = load_amax(model, cfg)
     release_statistics(model)

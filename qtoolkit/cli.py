@@ -148,6 +148,248 @@ def calibrate(
     console.print(f"wrote {outcome.output_dir} (amax table: {outcome.output_dir / 'amax.md'})")
 
 
+data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+@handle_errors
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset: rt-sentiment.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Default: data/<name>.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Shuffle seed for the splits.")] = 13,
+    cache: Annotated[
+        Path | None, typer.Option(help="Folder holding (or receiving) the downloaded package.")
+    ] = None,
+) -> None:
+    """Fetch a dataset by package name and write deterministic JSONL splits.
+
+    rt-sentiment: 10,605 Rotten Tomatoes sentences (Hutto & Gilbert, ICWSM 2014) from the
+    vaderSentiment 3.3.2 source package, split into disjoint train/dev/calib/test files.
+    """
+    from qtoolkit.data.prepare import prepare_dataset
+    from qtoolkit.ui import console
+
+    prepared = prepare_dataset(name, output or Path("data") / name, seed, cache)
+    counts = ", ".join(f"{k} {v}" for k, v in prepared.counts.items())
+    console.print(f"wrote {prepared.output_dir}: {counts} (seed {prepared.seed})")
+
+
+@app.command()
+@handle_errors
+def finetune(
+    recipe: RecipeOpt = None,
+    model: Annotated[str | None, typer.Option(help="Checkpoint directory or package:NAME.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="sequence-classification | question-answering | token-classification."),
+    ] = None,
+    train_file: Annotated[Path | None, typer.Option(help="Training data.")] = None,
+    eval_file: Annotated[Path | None, typer.Option(help="Data evaluated after each epoch.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (fractions allowed).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Default: <run>/finetuned.")
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Fine-tune an fp32 model on a task: the baseline that later gets quantized.
+
+    Evaluates after each epoch and keeps the best checkpoint (a plain Hugging Face directory).
+    """
+    from qtoolkit.pipeline.finetune import run_finetune
+    from qtoolkit.ui import console
+
+    r = build_recipe(
+        recipe,
+        sets,
+        {
+            "model.path": model,
+            "model.task": task,
+            "data.train_file": train_file,
+            "data.eval_file": eval_file,
+            "finetune.epochs": epochs,
+            "finetune.max_steps": max_steps,
+            "finetune.learning_rate": learning_rate,
+            "finetune.batch_size": batch_size,
+            "finetune.output_dir": output,
+        },
+    )
+    outcome = run_finetune(r)
+    for rec in outcome.history:
+        console.print(
+            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, "
+            f"{outcome.primary_metric} {rec[outcome.primary_metric]:.4f} ({rec['seconds']:.0f}s)"
+        )
+    console.print(
+        f"best {outcome.primary_metric} {outcome.best_metric:.4f} at epoch {outcome.best_epoch}, "
+        f"{outcome.steps} steps in {outcome.seconds:.0f}s; wrote {outcome.output_dir}"
+    )
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    target: Annotated[
+        Path,
+        typer.Argument(help="fp32 checkpoint dir, quantized checkpoint dir, or model.onnx."),
+    ],
+    recipe: RecipeOpt = None,
+    data: Annotated[Path | None, typer.Option(help="Data file (default data.test_file).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+    compare_to: Annotated[
+        Path | None,
+        typer.Option(help="A metrics JSON from another evaluate run: report prediction agreement."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write metrics (and predictions) JSON.")
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Evaluate a task on an fp32 or quantized checkpoint, or an ONNX model (ONNX Runtime)."""
+    import json
+
+    from qtoolkit.fsutil import write_json
+    from qtoolkit.pipeline.evaluate import agreement, run_evaluate
+    from qtoolkit.ui import console
+
+    r = build_recipe(recipe, sets, {})
+    outcome = run_evaluate(target, r, data, limit, threads=threads)
+    result = outcome.to_json()
+    if compare_to is not None:
+        if not compare_to.is_file():
+            raise QtoolError(f"comparison file not found: {compare_to}")
+        other = json.loads(compare_to.read_text())
+        result["agreement"] = agreement(outcome.predictions, other.get("predictions"))
+        result["compared_to"] = str(compare_to)
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in outcome.metrics.items())
+    line = f"{outcome.backend} {outcome.task} on {outcome.num_examples} examples: {metrics}"
+    if "agreement" in result:
+        line += f"; agreement with {compare_to.name} {result['agreement']:.2%}"
+    console.print(line + f" ({outcome.seconds:.1f}s)")
+    if output is not None:
+        write_json(output, result)
+        console.print(f"wrote {output}")
+
+
+def _shape(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        batch, seq = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise QtoolError(f"shape '{value}' must look like BATCHxSEQ, e.g. 8x128") from None
+    return [batch, seq]
+
+
+@app.command("build-engine")
+@handle_errors
+def build_engine_cmd(
+    onnx_model: Annotated[Path, typer.Argument(help="QDQ ONNX model (from qtool export-onnx).")],
+    recipe: RecipeOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Engine file (default <run>/engine/model.engine)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only print the equivalent trtexec command.")
+    ] = False,
+    trt_version: Annotated[
+        str | None, typer.Option(help="With --dry-run and no TensorRT here: 10 or 11.")
+    ] = None,
+    min_shape: Annotated[str | None, typer.Option(help="Smallest BATCHxSEQ, e.g. 1x16.")] = None,
+    opt_shape: Annotated[str | None, typer.Option(help="BATCHxSEQ tuned for, e.g. 8x128.")] = None,
+    max_shape: Annotated[str | None, typer.Option(help="Largest BATCHxSEQ, e.g. 32x128.")] = None,
+    workspace_mib: Annotated[int | None, typer.Option(help="Builder workspace limit.")] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="Timing cache reused across builds.")
+    ] = None,
+    strongly_typed: Annotated[
+        bool | None,
+        typer.Option(
+            "--strongly-typed/--weakly-typed",
+            help="TensorRT 10 only (11 is always strongly typed). Default: weakly typed + flags.",
+        ),
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Build a TensorRT engine from a QDQ ONNX model (needs an NVIDIA GPU and TensorRT >= 10).
+
+    TensorRT 10: explicit quantization from the Q/DQ nodes, with the FP16 (and INT8) builder
+    flags. TensorRT 11: strongly typed, precision taken from the ONNX. Writes the engine, a
+    .build.json report and a .trtexec.sh with the equivalent trtexec command.
+    """
+    from qtoolkit.engine import build_engine
+    from qtoolkit.engine import dry_run as engine_dry_run
+    from qtoolkit.ui import console, notice
+
+    r = build_recipe(
+        recipe,
+        sets,
+        {
+            "engine.min_shape": _shape(min_shape),
+            "engine.opt_shape": _shape(opt_shape),
+            "engine.max_shape": _shape(max_shape),
+            "engine.workspace_mib": workspace_mib,
+            "engine.timing_cache": timing_cache,
+            "engine.strongly_typed": strongly_typed,
+        },
+    )
+    engine_path = output or r.stage_dir("engine") / "model.engine"
+    if dry_run:
+        from qtoolkit.engine import installed_tensorrt_version
+
+        if trt_version is None and installed_tensorrt_version() is None:
+            notice("TensorRT is not installed here: command for TensorRT 10 (--trt-version 11)")
+        print(engine_dry_run(onnx_model, engine_path, r.engine, trt_version))
+        return
+    built = build_engine(onnx_model, engine_path, r.engine)
+    report = built.report.to_dict()
+    size_mib = built.engine_path.stat().st_size / 2**20
+    console.print(
+        f"built {built.engine_path} ({size_mib:.1f} MiB) with TensorRT "
+        f"{report.get('tensorrt_version')} on {report.get('gpu')} in "
+        f"{report.get('build_seconds', 0):.1f}s"
+    )
+    console.print(f"report {built.report_path}; trtexec equivalent {built.trtexec_script}")
+
+
+@app.command("ptq-sweep")
+@handle_errors
+def ptq_sweep(
+    recipe: RecipeOpt = None,
+    model: Annotated[str | None, typer.Option(help="Trained checkpoint to quantize.")] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated calibration methods to compare.")
+    ] = "max,percentile,mse,entropy",
+    sets: SetOpt = None,
+) -> None:
+    """Calibrate with every method and evaluate each INT8 model against fp32 on the test split.
+
+    Uses the recipe's fine-tuned checkpoint when `qtool finetune` has run. Saves the best
+    method's model as the calibrated stage output and writes ptq_sweep/results.{json,md}.
+    """
+    from rich.markdown import Markdown
+
+    from qtoolkit.pipeline.sweep import run_ptq_sweep, sweep_markdown
+    from qtoolkit.ui import console, notice
+
+    r = build_recipe(recipe, sets, {"model.path": model})
+    outcome = run_ptq_sweep(r, [m.strip() for m in methods.split(",") if m.strip()])
+    for message in outcome.notices:
+        notice(message)
+    console.print(Markdown(sweep_markdown(outcome.rows, outcome.primary_metric)))
+    console.print(
+        f"best: {outcome.best_method}; saved {outcome.calibrated_dir}; "
+        f"table {outcome.report_dir / 'results.md'}"
+    )
+
+
 def _group_of(name: str) -> str:
     leaf = name.rsplit(".", 1)[-1]
     if leaf.startswith("matmul_") or leaf in ("lhs_quantizer", "rhs_quantizer"):

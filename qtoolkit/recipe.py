@@ -20,6 +20,7 @@ __all__ = [
     "DataConfig",
     "QuantConfig",
     "CalibConfig",
+    "FinetuneConfig",
     "QatConfig",
     "ExportConfig",
     "EngineConfig",
@@ -73,6 +74,8 @@ class DataConfig(_Strict):
     text_field: str = "text"
     text_pair_field: str | None = None
     label_field: str = "label"
+    doc_stride: int = Field(128, ge=1, description="QA: token overlap between context windows.")
+    eval_batch_size: int = Field(64, ge=1)
 
 
 class QuantConfig(_Strict):
@@ -110,6 +113,20 @@ class CalibConfig(_Strict):
         return self
 
 
+class FinetuneConfig(_Strict):
+    """fp32 fine-tuning (used by `qtool finetune`): the baseline that gets quantized."""
+
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    train_limit: int | None = Field(None, ge=1, description="Use only the first N train examples.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: Path | None = Field(None, description="Default: <output_dir>/finetuned.")
+
+
 class QatConfig(_Strict):
     """Quantization-aware fine-tuning (used by `qtool qat`)."""
 
@@ -132,21 +149,51 @@ class ExportConfig(_Strict):
     """QDQ ONNX export (used by `qtool export-onnx`)."""
 
     opset: int = Field(17, ge=13)
+    target: Literal["tensorrt", "onnxruntime"] = Field(
+        "tensorrt",
+        description="Q/DQ layout: 'tensorrt' keeps one Q/DQ per tensor as exported; "
+        "'onnxruntime' gives each consumer its own Q/DQ so ORT's CPU int8 kernels take every "
+        "MatMul. Both pass the TensorRT check.",
+    )
     fp16: bool = Field(False, description="Non-quantized parts in fp16 (for TensorRT 11).")
+    fp32_baseline: bool = Field(False, description="Also write the float model, <name>.fp32.onnx.")
     atol: float | None = Field(None, gt=0, description="Default: per-architecture tolerance.")
+    fp16_atol: float | None = Field(
+        None, gt=0, description="Tolerance with fp16; default: 4x the int8 tolerance."
+    )
     min_argmax_agreement: float = Field(0.99, ge=0, le=1)
+    num_samples: int = Field(64, ge=1, description="Sentences to validate the export with.")
     output_dir: Path | None = None
 
 
 class EngineConfig(_Strict):
     """TensorRT engine build (used by `qtool build-engine`)."""
 
-    min_shape: tuple[int, int] = (1, 16)
-    opt_shape: tuple[int, int] = (8, 128)
+    min_shape: tuple[int, int] = Field((1, 16), description="(batch, seq) every input accepts.")
+    opt_shape: tuple[int, int] = Field((8, 128), description="(batch, seq) tuned for.")
     max_shape: tuple[int, int] = (32, 128)
     workspace_mib: int = Field(4096, ge=64)
-    timing_cache: Path | None = None
+    timing_cache: Path | None = Field(
+        None, description="Reused across builds. Default: timing.cache next to the engine."
+    )
+    strongly_typed: bool | None = Field(
+        None,
+        description="None: TensorRT 11 strongly typed (always), TensorRT 10 weakly typed with "
+        "builder flags. True on TensorRT 10: precision only from the ONNX (fp16 casts + Q/DQ).",
+    )
+    fp16: bool = Field(
+        True, description="TensorRT 10 weakly typed only: let non-quantized layers run in fp16."
+    )
+    builder_optimization_level: int | None = Field(None, ge=0, le=5)
     output_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _ordered_shapes(self) -> EngineConfig:
+        for axis, what in enumerate(("batch", "seq")):
+            lo, mid, hi = (s[axis] for s in (self.min_shape, self.opt_shape, self.max_shape))
+            if not 1 <= lo <= mid <= hi:
+                raise ValueError(f"{what} must satisfy 1 <= min <= opt <= max, got {lo}/{mid}/{hi}")
+        return self
 
 
 class BenchConfig(_Strict):
@@ -170,6 +217,7 @@ class Recipe(_Strict):
     seed: int = 42
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     quant: QuantConfig = Field(default_factory=QuantConfig)
     calib: CalibConfig = Field(default_factory=CalibConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
@@ -188,7 +236,9 @@ class Recipe(_Strict):
 
     def stage_dir(self, stage: str) -> Path:
         """The output directory of a stage: its own `output_dir`, else `<output_dir>/<stage>`."""
-        section = getattr(self, {"calibrated": "calib"}.get(stage, stage), None)
+        section = getattr(
+            self, {"calibrated": "calib", "finetuned": "finetune"}.get(stage, stage), None
+        )
         explicit = getattr(section, "output_dir", None)
         return Path(explicit) if explicit is not None else self.output_dir / stage
 

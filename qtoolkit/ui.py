@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["console", "err_console", "track", "notice"]
+__all__ = ["console", "err_console", "track", "notice", "progress_bar"]
 
 T = TypeVar("T")
 
@@ -23,18 +24,32 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar on stderr (plain lines when stderr is not a terminal)."""
-    with Progress(
+def _columns():
+    return (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as progress:
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar on stderr (plain lines when stderr is not a terminal)."""
+    with Progress(*_columns(), console=err_console, transient=False) as progress:
         yield from progress.track(items, total=total, description=description)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A bar advanced by calling the yielded function with a status text."""
+    with Progress(*_columns(), console=err_console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(status: str) -> None:
+            progress.update(task, advance=1, description=f"{description} {status}")
+
+        yield advance
 
 
 def notice(message: str) -> None:

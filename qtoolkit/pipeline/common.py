@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-__all__ = ["resolve_device", "batch_forward_loop"]
+__all__ = ["resolve_device", "batch_forward_loop", "quant_source"]
 
 
 def resolve_device(name: str) -> str:
@@ -30,3 +30,16 @@ def batch_forward_loop(
             model(**{k: v.to(device) for k, v in batch.items()})
 
     return loop
+
+
+def quant_source(recipe):
+    """The model the quantization stages start from: the recipe's fine-tuned checkpoint when
+    that stage has run (its output holds a qtoolkit-float manifest), else `model.path`."""
+    import json
+
+    finetuned = recipe.stage_dir("finetuned")
+    marker = finetuned / "qtoolkit.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("format") == "qtoolkit-float":
+        cfg = recipe.model.model_copy(update={"path": str(finetuned), "random_init": False})
+        return cfg, [f"using the fine-tuned checkpoint {finetuned}"]
+    return recipe.model, []

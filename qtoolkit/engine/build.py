@@ -1,0 +1,147 @@
+"""Build a serialized TensorRT engine from a QDQ ONNX file with the TensorRT Python API.
+
+Outputs, each written atomically (a temporary sibling renamed into place):
+    <name>.engine       the serialized engine
+    <name>.build.json   TensorRT version, GPU, profiles, precision, layer precisions, build time
+    <name>.trtexec.sh   the equivalent trtexec command
+    timing.cache        (or engine.timing_cache) loaded before the build if present, saved after
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qtoolkit.engine import environment
+from qtoolkit.engine.layers import inspect_engine_layers
+from qtoolkit.engine.logger import make_logger
+from qtoolkit.engine.plan import BuildPlan, plan_build
+from qtoolkit.engine.profiles import make_profiles, read_onnx
+from qtoolkit.engine.report import (
+    BuildReport,
+    build_report_path,
+    trtexec_script_path,
+    write_build_report,
+)
+from qtoolkit.engine.timing_cache import attach_timing_cache, save_timing_cache
+from qtoolkit.errors import QtoolError
+from qtoolkit.fsutil import atomic_file
+from qtoolkit.recipe import EngineConfig
+
+__all__ = ["EngineBuild", "build_engine", "dry_run"]
+
+
+@dataclass
+class EngineBuild:
+    engine_path: Path
+    report_path: Path
+    trtexec_script: Path
+    report: BuildReport
+
+
+def dry_run(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    config: EngineConfig,
+    trt_version: str | None = None,
+) -> str:
+    """The trtexec command for this build; nothing is built or written."""
+    return plan_build(onnx_path, engine_path, config, trt_version).trtexec_command
+
+
+def build_engine(
+    onnx_path: str | Path, engine_path: str | Path, config: EngineConfig
+) -> EngineBuild:
+    """Build `engine_path` from `onnx_path`. Needs TensorRT >= 10 and an NVIDIA GPU."""
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if engine_path.resolve() == onnx_path.resolve():
+        raise QtoolError(f"the engine would overwrite its ONNX model: {engine_path}")
+    # The model and the profiles are checked first, so their errors show on any machine.
+    onnx = read_onnx(onnx_path)
+    make_profiles(onnx.inputs, config)
+    trt = environment.require_tensorrt_and_gpu()
+    plan = plan_build(onnx_path, engine_path, config, trt_version=trt.__version__, onnx=onnx)
+    logger = make_logger(trt)
+    # The parser owns the network's weights: keep it alive until the build is done.
+    builder, network, parser = _parse(trt, logger, plan)
+    builder_config = _configure(trt, logger, builder, plan)
+    cache_state = attach_timing_cache(builder_config, plan.timing_cache)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, builder_config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise QtoolError(f"TensorRT failed to build the engine: {_first(logger.errors)}")
+    data = memoryview(serialized).tobytes()
+    del parser, network  # the serialized engine holds its own copy of the weights
+
+    save_timing_cache(builder_config, cache_state)
+    with atomic_file(engine_path) as tmp:
+        tmp.write_bytes(data)
+    gpus = environment.cuda_device_names()
+    report = BuildReport(
+        plan=plan,
+        gpu=gpus[0] if gpus else None,
+        build_seconds=seconds,
+        engine_bytes=len(data),
+        timing_cache=cache_state.to_dict(),
+        layers=inspect_engine_layers(trt, logger, data),
+    )
+    report_path = write_build_report(report, build_report_path(engine_path))
+    script = _write_trtexec_script(plan)
+    return EngineBuild(engine_path, report_path, script, report)
+
+
+def _parse(trt: Any, logger: Any, plan: BuildPlan) -> tuple[Any, Any, Any]:
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, plan))
+    parser = trt.OnnxParser(network, logger)
+    # parse_from_file (not parse(bytes)) lets the parser find external weight files.
+    if not parser.parse_from_file(str(plan.onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
+        raise QtoolError(f"TensorRT could not parse {plan.onnx_path}: {_first(errors)}")
+    return builder, network, parser
+
+
+def _configure(trt: Any, logger: Any, builder: Any, plan: BuildPlan) -> Any:
+    config = plan.config
+    builder_config = builder.create_builder_config()
+    builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
+    for flag in plan.precision.builder_flags:
+        builder_config.set_flag(getattr(trt.BuilderFlag, flag))
+    # DETAILED keeps per-layer types in the engine for the inspector (layers in the report).
+    builder_config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if config.builder_optimization_level is not None:
+        builder_config.builder_optimization_level = config.builder_optimization_level
+    profile = builder.create_optimization_profile()
+    for shapes in plan.profiles:
+        profile.set_shape(shapes.name, shapes.min, shapes.opt, shapes.max)
+    if builder_config.add_optimization_profile(profile) < 0:
+        raise QtoolError(f"TensorRT refused the optimisation profile: {_first(logger.errors)}")
+    return builder_config
+
+
+def _network_flags(trt: Any, plan: BuildPlan) -> int:
+    flags = 0
+    for name in plan.precision.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return flags
+
+
+def _write_trtexec_script(plan: BuildPlan) -> Path:
+    path = trtexec_script_path(plan.engine_path)
+    lines = [
+        "#!/bin/sh",
+        f"# Equivalent of qtoolkit's Python-API build ({plan.precision.note}).",
+        " \\\n    ".join(shlex.quote(arg) for arg in plan.trtexec_argv),
+    ]
+    with atomic_file(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _first(errors: list[str]) -> str:
+    return errors[0].strip().splitlines()[0] if errors else "see TensorRT's messages above"

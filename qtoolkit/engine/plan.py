@@ -1,0 +1,89 @@
+"""Everything about a build that can be decided without TensorRT: profiles, precision, trtexec.
+
+`plan_build` is what a dry run returns; `build_engine` executes the same plan with the Python API,
+so the printed trtexec command and the Python build cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qtoolkit.engine.environment import installed_tensorrt_version
+from qtoolkit.engine.precision import PrecisionPlan, plan_precision
+from qtoolkit.engine.profiles import OnnxSummary, ShapeProfile, make_profiles, read_onnx
+from qtoolkit.engine.trtexec import trtexec_argv, trtexec_command
+from qtoolkit.recipe import EngineConfig
+
+__all__ = ["BuildPlan", "plan_build", "default_timing_cache", "ASSUMED_TRT_VERSION"]
+
+# Written into a dry run's command when no TensorRT is installed to ask (pass trt_version).
+ASSUMED_TRT_VERSION = "10"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    onnx_path: Path
+    engine_path: Path
+    onnx: OnnxSummary
+    profiles: tuple[ShapeProfile, ...]
+    precision: PrecisionPlan
+    timing_cache: Path
+    trt_version_assumed: bool  # True: no TensorRT here, ASSUMED_TRT_VERSION was used
+    config: EngineConfig
+
+    @property
+    def trtexec_argv(self) -> list[str]:
+        return trtexec_argv(
+            self.onnx_path,
+            self.engine_path,
+            self.profiles,
+            self.precision,
+            self.config,
+            self.timing_cache,
+        )
+
+    @property
+    def trtexec_command(self) -> str:
+        return trtexec_command(
+            self.onnx_path,
+            self.engine_path,
+            self.profiles,
+            self.precision,
+            self.config,
+            self.timing_cache,
+        )
+
+
+def default_timing_cache(engine_path: str | Path) -> Path:
+    """Builds writing into the same folder share one cache."""
+    return Path(engine_path).parent / "timing.cache"
+
+
+def plan_build(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    config: EngineConfig,
+    trt_version: str | None = None,
+    onnx: OnnxSummary | None = None,
+) -> BuildPlan:
+    """Read the ONNX (unless `onnx` is its summary already) and decide the build for
+    `trt_version` (default: the installed TensorRT, else ASSUMED_TRT_VERSION).
+    Nothing is written and TensorRT is not imported."""
+    onnx = onnx if onnx is not None else read_onnx(onnx_path)
+    assumed = False
+    if trt_version is None:
+        trt_version = installed_tensorrt_version()
+        if trt_version is None:
+            trt_version, assumed = ASSUMED_TRT_VERSION, True
+    cache = Path(config.timing_cache) if config.timing_cache else default_timing_cache(engine_path)
+    return BuildPlan(
+        onnx_path=Path(onnx_path),
+        engine_path=Path(engine_path),
+        onnx=onnx,
+        profiles=tuple(make_profiles(onnx.inputs, config)),
+        precision=plan_precision(trt_version, config, onnx.has_qdq),
+        timing_cache=cache,
+        trt_version_assumed=assumed,
+        config=config,
+    )

@@ -1,0 +1,123 @@
+"""The ONNX inputs an engine is built for, and one optimisation profile shape per input.
+
+BERT-family encoders take `[batch, seq]` integer inputs (`input_ids`, `attention_mask`,
+`token_type_ids`, whichever the export kept); every one gets the same min/opt/max (batch, seq)
+from `EngineConfig`. A dimension the ONNX fixes must match the profile, which is checked here so
+the user gets one line instead of a TensorRT build failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qtoolkit.errors import QtoolError
+from qtoolkit.recipe import EngineConfig
+
+__all__ = ["OnnxInput", "OnnxSummary", "ShapeProfile", "read_onnx", "make_profiles", "shapes_arg"]
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class OnnxInput:
+    name: str
+    dims: tuple[int | str | None, ...]  # int: fixed; str: named dynamic axis; None: unknown
+
+
+@dataclass(frozen=True)
+class OnnxSummary:
+    inputs: tuple[OnnxInput, ...]
+    num_quantize: int
+    num_dequantize: int
+
+    @property
+    def has_qdq(self) -> bool:
+        return self.num_quantize + self.num_dequantize > 0
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    name: str
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "input": self.name,
+            "min": list(self.min),
+            "opt": list(self.opt),
+            "max": list(self.max),
+        }
+
+
+def read_onnx(path: str | Path) -> OnnxSummary:
+    """Graph inputs (initializers excluded) and Q/DQ counts; external weights are not loaded."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise QtoolError(f"ONNX model not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise QtoolError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims: list[int | str | None] = []
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            elif dim.HasField("dim_param"):
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        inputs.append(OnnxInput(value.name, tuple(dims)))
+    ops = [node.op_type for node in graph.node]
+    return OnnxSummary(
+        inputs=tuple(inputs),
+        num_quantize=ops.count(QDQ_OPS[0]),
+        num_dequantize=ops.count(QDQ_OPS[1]),
+    )
+
+
+def make_profiles(inputs: Sequence[OnnxInput], config: EngineConfig) -> list[ShapeProfile]:
+    """One (batch, seq) min/opt/max profile per `[batch, seq]` input (pure)."""
+    if not inputs:
+        raise QtoolError("the ONNX model has no inputs to build a profile for")
+    shapes = {"min": config.min_shape, "opt": config.opt_shape, "max": config.max_shape}
+    profiles = []
+    for inp in inputs:
+        if len(inp.dims) != 2:
+            raise QtoolError(
+                f"input '{inp.name}' has shape {list(inp.dims)}; the engine builder expects "
+                "[batch, seq] inputs (input_ids, attention_mask, token_type_ids)"
+            )
+        for axis, what in enumerate(("batch", "seq")):
+            fixed = inp.dims[axis]
+            if not isinstance(fixed, int) or fixed <= 0:
+                continue
+            wanted = {key: shape[axis] for key, shape in shapes.items()}
+            if set(wanted.values()) != {fixed}:
+                raise QtoolError(
+                    f"input '{inp.name}' has a fixed {what} of {fixed} but the engine profile "
+                    f"asks for min/opt/max {wanted['min']}/{wanted['opt']}/{wanted['max']}: "
+                    f"export with a dynamic {what} axis or set all three to {fixed}"
+                )
+        profiles.append(
+            ShapeProfile(
+                inp.name, tuple(config.min_shape), tuple(config.opt_shape), tuple(config.max_shape)
+            )
+        )
+    return profiles
+
+
+def shapes_arg(profiles: Sequence[ShapeProfile], which: str) -> str:
+    """trtexec's shape list: 'input_ids:1x16,attention_mask:1x16' for which='min'."""
+    return ",".join(f"{p.name}:{'x'.join(str(d) for d in getattr(p, which))}" for p in profiles)

@@ -1,0 +1,107 @@
+"""The finetune stage: a float checkpoint + labelled data -> the best fp32 task checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qtoolkit.errors import QtoolError
+from qtoolkit.recipe import Recipe
+
+__all__ = ["FinetuneOutcome", "run_finetune", "save_float_checkpoint"]
+
+
+@dataclass
+class FinetuneOutcome:
+    output_dir: Path
+    best_metric: float
+    primary_metric: str
+    best_epoch: int
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]]
+
+
+def save_float_checkpoint(model, tokenizer, out_dir: Path, info: dict[str, Any]) -> None:
+    """A plain Hugging Face checkpoint (usable as model.path) plus qtoolkit.json."""
+    from qtoolkit import __version__
+    from qtoolkit.fsutil import MARKER, atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest = {"format": "qtoolkit-float", "qtoolkit_version": __version__, **info}
+        (tmp / MARKER).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def run_finetune(recipe: Recipe) -> FinetuneOutcome:
+    from qtoolkit.models import load_model
+    from qtoolkit.pipeline.common import resolve_device
+    from qtoolkit.pipeline.evaluate import _task_options, evaluate_runner
+    from qtoolkit.runtime import TorchRunner
+    from qtoolkit.tasks import get_task
+    from qtoolkit.train.loop import TrainSettings, train
+
+    cfg, data_cfg = recipe.finetune, recipe.data
+    if data_cfg.train_file is None or data_cfg.eval_file is None:
+        raise QtoolError("fine-tuning needs data.train_file and data.eval_file")
+    task = get_task(recipe.model.task, **_task_options(recipe.model.task, recipe))
+    train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
+    eval_ex = task.read(data_cfg.eval_file, data_cfg)
+    label2id = task.label_map(train_ex)
+    model_cfg = recipe.model
+    if label2id:
+        model_cfg = model_cfg.model_copy(update={"num_labels": max(label2id.values()) + 1})
+    device = resolve_device(cfg.device)
+    loaded = load_model(model_cfg, seed=recipe.seed)
+    model = loaded.model.to(device)
+    if label2id and not all(isinstance(k, int) for k in label2id):
+        model.config.label2id = {str(k): v for k, v in label2id.items()}
+        model.config.id2label = {v: str(k) for k, v in label2id.items()}
+    train_data = task.encode(loaded.tokenizer, train_ex, data_cfg.max_length, label2id)
+    eval_data = task.encode(loaded.tokenizer, eval_ex, data_cfg.max_length, label2id)
+    out_dir = recipe.stage_dir("finetuned")
+
+    def evaluate(m) -> dict[str, float]:
+        runner = TorchRunner(m, task.output_names, device)
+        metrics, _ = evaluate_runner(runner, task, eval_data, data_cfg.eval_batch_size, "eval")
+        return metrics
+
+    def save_best(m, record: dict[str, Any]) -> None:
+        save_float_checkpoint(
+            m,
+            loaded.tokenizer,
+            out_dir,
+            {
+                "stage": "finetuned",
+                "task": recipe.model.task,
+                "source_model": recipe.model.path,
+                "best": record,
+                "finetune": cfg.model_dump(mode="json", exclude={"output_dir"}),
+                "train_file": str(data_cfg.train_file),
+                "num_train": len(train_ex),
+            },
+        )
+
+    settings = TrainSettings(
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        max_steps=cfg.max_steps,
+        seed=recipe.seed,
+        device=device,
+    )
+    outcome = train(model, train_data, settings, evaluate, task.primary_metric, save_best)
+    return FinetuneOutcome(
+        output_dir=out_dir,
+        best_metric=outcome.best_metric,
+        primary_metric=task.primary_metric,
+        best_epoch=outcome.best_epoch,
+        steps=outcome.steps,
+        seconds=outcome.seconds,
+        history=outcome.history,
+    )

@@ -1,0 +1,191 @@
+"""PTQ sweep: every calibration method on one model, evaluated against fp32 on the test split.
+
+Histogram statistics are collected once and every histogram method (percentile, mse, entropy)
+is derived from them; max needs its own pass. The best method's checkpoint is saved as the
+calibrated stage output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qtoolkit.errors import QtoolError
+from qtoolkit.recipe import Recipe
+
+__all__ = ["SweepOutcome", "run_ptq_sweep", "sweep_markdown"]
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[dict[str, Any]]
+    best_method: str
+    calibrated_dir: Path
+    report_dir: Path
+    primary_metric: str
+    notices: list[str] = field(default_factory=list)
+
+
+def _label(method: str, recipe: Recipe) -> str:
+    return f"percentile {recipe.calib.percentile:g}" if method == "percentile" else method
+
+
+def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
+    from qtoolkit.data import read_text_examples, tokenize_batches
+    from qtoolkit.fsutil import write_json
+    from qtoolkit.models import load_model
+    from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
+    from qtoolkit.pipeline.evaluate import (
+        _task_options,
+        agreement,
+        evaluate_runner,
+        label_map_for,
+    )
+    from qtoolkit.quant import insert_quantizers, save_quantized
+    from qtoolkit.quant.calibrate import (
+        calibrate_weights,
+        collect_statistics,
+        load_amax,
+        release_statistics,
+    )
+    from qtoolkit.runtime import TorchRunner
+    from qtoolkit.tasks import get_task
+
+    unknown = [m for m in methods if m not in ("max", "percentile", "mse", "entropy")]
+    if unknown or not methods:
+        raise QtoolError(
+            f"unknown calibration methods {unknown}: use max, percentile, mse, entropy"
+        )
+    data_cfg = recipe.data
+    if data_cfg.calib_file is None or data_cfg.test_file is None:
+        raise QtoolError("a PTQ sweep needs data.calib_file and data.test_file")
+    model_cfg, notices = quant_source(recipe)
+    device = resolve_device(recipe.calib.device)
+    task = get_task(model_cfg.task, **_task_options(model_cfg.task, recipe))
+    loaded = load_model(model_cfg, seed=recipe.seed)
+    if loaded.newly_initialized:
+        raise QtoolError(
+            f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
+        )
+    model = loaded.model.to(device)
+    test_ex = task.read(data_cfg.test_file, data_cfg)
+    test = task.encode(
+        loaded.tokenizer, test_ex, data_cfg.max_length, label_map_for(task, test_ex, model.config)
+    )
+    calib_ex = read_text_examples(
+        data_cfg.calib_file,
+        text_field=data_cfg.text_field,
+        text_pair_field=data_cfg.text_pair_field,
+        limit=recipe.calib.num_samples,
+    )
+    batches = tokenize_batches(
+        loaded.tokenizer, calib_ex, recipe.calib.batch_size, data_cfg.max_length
+    )
+
+    def run_eval(description: str):
+        start = time.perf_counter()
+        runner = TorchRunner(model, task.output_names, device)
+        metrics, preds = evaluate_runner(runner, task, test, data_cfg.eval_batch_size, description)
+        return metrics, preds, time.perf_counter() - start
+
+    fp32_metrics, fp32_preds, fp32_s = run_eval("fp32")
+    rows: list[dict[str, Any]] = [
+        {"method": "fp32", **fp32_metrics, "agreement": 1.0, "calib_s": 0.0, "eval_s": fp32_s}
+    ]
+    insert_quantizers(model, recipe.quant)
+    weights_s = time.perf_counter()
+    calibrate_weights(model)
+    weights_s = time.perf_counter() - weights_s
+    collected: str | None = None
+    collect_s = 0.0
+    for method in sorted(methods, key=lambda m: m != "max"):  # max first: its own pass
+        cfg = recipe.calib.model_copy(update={"method": method})
+        kind = "max" if method == "max" else "histogram"
+        if collected != kind:
+            release_statistics(model)
+            collect_s = collect_statistics(
+                model, batch_forward_loop(batches, device, f"collect ({kind})"), cfg
+            )
+            collected = kind
+        amax_s = load_amax(model, cfg).seconds
+        metrics, preds, eval_s = run_eval(_label(method, recipe))
+        rows.append(
+            {
+                "method": _label(method, recipe),
+                "key": method,
+                **metrics,
+                "agreement": agreement(preds, fp32_preds),
+                "calib_s": weights_s + collect_s + amax_s,
+                "eval_s": eval_s,
+            }
+        )
+    metric = task.primary_metric
+    best = max(rows[1:], key=lambda r: (r[metric], r["agreement"]))
+    for row in rows[1:]:
+        row["delta_points"] = 100.0 * (row[metric] - fp32_metrics[metric])
+    # Re-derive the best method's amax and save that model.
+    best_cfg = recipe.calib.model_copy(update={"method": best["key"]})
+    if (best["key"] == "max") != (collected == "max"):
+        release_statistics(model)
+        collect_statistics(model, batch_forward_loop(batches, device, "collect (best)"), best_cfg)
+    load_amax(model, best_cfg)
+    release_statistics(model)
+    calibrated_dir = recipe.stage_dir("calibrated")
+    save_quantized(
+        model,
+        loaded.tokenizer,
+        calibrated_dir,
+        recipe.quant,
+        info={
+            "stage": "calibrated",
+            "source_model": model_cfg.path,
+            "calib": best_cfg.model_dump(mode="json", exclude={"output_dir"}),
+            "calib_file": str(data_cfg.calib_file),
+            "num_samples": len(calib_ex),
+            "selected_by": f"ptq sweep on {data_cfg.test_file} ({metric})",
+        },
+    )
+    report_dir = recipe.output_dir / "ptq_sweep"
+    result = {
+        "model": model_cfg.path,
+        "task": model_cfg.task,
+        "test_file": str(data_cfg.test_file),
+        "num_test": len(test_ex),
+        "num_calib": len(calib_ex),
+        "quant": recipe.quant.model_dump(mode="json"),
+        "primary_metric": metric,
+        "best_method": best["method"],
+        "rows": rows,
+    }
+    write_json(report_dir / "results.json", result)
+    report_dir.joinpath("results.md").write_text(sweep_markdown(rows, metric))
+    return SweepOutcome(rows, best["method"], calibrated_dir, report_dir, metric, notices)
+
+
+def sweep_markdown(rows: list[dict[str, Any]], metric: str) -> str:
+    extra = [k for k in ("f1", "mcc", "exact_match") if k in rows[0] and k != metric]
+    head = [
+        "method",
+        metric,
+        *extra,
+        "Δ vs fp32 (points)",
+        "agreement with fp32",
+        "calib s",
+        "eval s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        delta = "" if r["method"] == "fp32" else f"{r['delta_points']:+.2f}"
+        cells = [
+            r["method"],
+            f"{r[metric]:.4f}",
+            *[f"{r[k]:.4f}" for k in extra],
+            delta,
+            f"{r['agreement']:.2%}",
+            f"{r['calib_s']:.1f}",
+            f"{r['eval_s']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,138 @@
+"""finetune -> evaluate -> ptq-sweep through the CLI on a tiny random BERT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qtoolkit.cli import app
+
+from ..conftest import SENTENCES
+
+runner = CliRunner()
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labelled")
+    rows = [
+        {"text": s, "label": int("good" in s or "love" in s or "great" in s)} for s in SENTENCES
+    ]
+    for name, n in (("train", 4), ("dev", 1), ("test", 2)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows * n))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_bert_dir, labelled):
+    run_dir = tmp_path_factory.mktemp("run")
+    path = run_dir / "r.yaml"
+    path.write_text(
+        f"""
+name: tiny
+output_dir: {run_dir / "out"}
+model: {{path: {tiny_bert_dir}, task: sequence-classification}}
+data:
+  train_file: {labelled / "train.jsonl"}
+  eval_file: {labelled / "dev.jsonl"}
+  test_file: {labelled / "test.jsonl"}
+  calib_file: {labelled / "train.jsonl"}
+  max_length: 32
+finetune: {{epochs: 2, batch_size: 8, learning_rate: 1.0e-3}}
+calib: {{num_samples: 16, batch_size: 8, stride: 32}}
+"""
+    )
+    return path
+
+
+def test_finetune_evaluate_and_sweep(recipe, tmp_path):
+    ft = _run("finetune", "-r", recipe)
+    assert ft.exit_code == 0, ft.output
+    assert "epoch 2" in ft.output and "best accuracy" in ft.output
+    out = recipe.parent / "out"
+    manifest = json.loads((out / "finetuned" / "qtoolkit.json").read_text())
+    assert manifest["format"] == "qtoolkit-float" and manifest["best"]["epoch"] in (1, 2)
+
+    fp32_json = tmp_path / "fp32.json"
+    ev = _run("evaluate", out / "finetuned", "-r", recipe, "-o", fp32_json)
+    assert ev.exit_code == 0, ev.output
+    fp32 = json.loads(fp32_json.read_text())
+    assert fp32["backend"] == "torch-fp32" and fp32["num_examples"] == 2 * len(SENTENCES)
+    assert 0 <= fp32["metrics"]["accuracy"] <= 1 and len(fp32["predictions"]) == 16
+
+    sweep = _run("ptq-sweep", "-r", recipe, "--methods", "max,percentile")
+    assert sweep.exit_code == 0, sweep.output
+    results = json.loads((out / "ptq_sweep" / "results.json").read_text())
+    assert [r["method"] for r in results["rows"]] == ["fp32", "max", "percentile 99.99"]
+    assert results["rows"][0]["accuracy"] == pytest.approx(fp32["metrics"]["accuracy"])
+    int8_json = tmp_path / "int8.json"
+    ev8 = _run(
+        "evaluate", out / "calibrated", "-r", recipe, "-o", int8_json, "--compare-to", fp32_json
+    )
+    assert ev8.exit_code == 0, ev8.output
+    int8 = json.loads(int8_json.read_text())
+    assert int8["backend"] == "torch-fakequant"
+    best = next(r for r in results["rows"] if r["method"] == results["best_method"])
+    assert int8["metrics"]["accuracy"] == pytest.approx(best["accuracy"])
+    assert int8["agreement"] == pytest.approx(best["agreement"])
+
+
+def test_finetune_question_answering(tmp_path, tiny_bert_dir):
+    squad = DATA / "tiny_squad.json"
+    result = _run(
+        "finetune",
+        "--model",
+        tiny_bert_dir,
+        "--task",
+        "question-answering",
+        "--train-file",
+        squad,
+        "--eval-file",
+        squad,
+        "--max-steps",
+        2,
+        "--batch-size",
+        4,
+        "-o",
+        tmp_path / "qa",
+        "--set",
+        "data.max_length=48",
+    )
+    assert result.exit_code == 0, result.output
+    assert "best f1" in result.output
+    ev = _run("evaluate", tmp_path / "qa", "--data", squad, "--set", "data.max_length=48")
+    assert ev.exit_code == 0, ev.output and "exact_match" in ev.output
+
+
+def test_finetune_without_data_is_one_line(tiny_bert_dir):
+    result = _run("finetune", "--model", tiny_bert_dir)
+    assert result.exit_code != 0 and result.output.startswith("error:")
+    assert "train_file" in result.output
+
+
+def test_evaluate_untrained_head_is_refused(tmp_path, labelled):
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    bare = tmp_path / "bare"
+    BertModel(
+        BertConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=120,
+        )
+    ).save_pretrained(bare)
+    result = _run("evaluate", bare, "--data", labelled / "test.jsonl")
+    assert result.exit_code != 0 and "error:" in result.output
+    shutil.rmtree(bare)

@@ -390,6 +390,56 @@ def ptq_sweep(
     )
 
 
+@app.command()
+@handle_errors
+def sensitivity(
+    checkpoint: Annotated[Path, typer.Argument(help="A calibrated or QAT checkpoint directory.")],
+    recipe: RecipeOpt = None,
+    data: Annotated[Path | None, typer.Option(help="Data (default data.eval_file).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    by: Annotated[str, typer.Option(help="role (same quantizer in every layer) | layer.")] = "role",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON.")] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Find the quantizers that cost accuracy: each group in turn is left in float.
+
+    Groups are roles (e.g. every layer's GELU output) or layers. Use the worst groups in
+    quant.skip, or fix them with QAT.
+    """
+    from rich.table import Table
+
+    from qtoolkit.fsutil import write_json
+    from qtoolkit.pipeline.sensitivity import run_sensitivity
+    from qtoolkit.ui import console
+
+    if by not in ("role", "layer"):
+        raise QtoolError(f"--by must be role or layer, not '{by}'")
+    r = build_recipe(recipe, sets, {})
+    outcome = run_sensitivity(checkpoint, r, data, limit, by)
+    table = Table(title=f"{outcome.metric}: fp32 {outcome.fp32:.4f}, all INT8 {outcome.int8:.4f}")
+    for col in ("left in float", "quantizers", outcome.metric, "recovered (points)"):
+        table.add_column(col, justify="left" if col == "left in float" else "right")
+    for row in outcome.rows:
+        table.add_row(
+            row["group"],
+            str(row["quantizers"]),
+            f"{row['metric']:.4f}",
+            f"{row['recovered_points']:+.2f}",
+        )
+    console.print(table)
+    if output is not None:
+        write_json(
+            output,
+            {
+                "metric": outcome.metric,
+                "fp32": outcome.fp32,
+                "int8": outcome.int8,
+                "rows": outcome.rows,
+            },
+        )
+        console.print(f"wrote {output}")
+
+
 def _group_of(name: str) -> str:
     leaf = name.rsplit(".", 1)[-1]
     if leaf.startswith("matmul_") or leaf in ("lhs_quantizer", "rhs_quantizer"):

@@ -136,3 +136,22 @@ def test_evaluate_untrained_head_is_refused(tmp_path, labelled):
     result = _run("evaluate", bare, "--data", labelled / "test.jsonl")
     assert result.exit_code != 0 and "error:" in result.output
     shutil.rmtree(bare)
+
+
+def test_sensitivity_ranks_groups(recipe, tmp_path):
+    out = recipe.parent / "out"
+    if not (out / "calibrated").is_dir():
+        pytest.skip("needs the sweep test's calibrated checkpoint")
+    report = tmp_path / "sens.json"
+    result = _run("sensitivity", out / "calibrated", "-r", recipe, "--by", "role", "-o", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    roles = [r["group"] for r in data["rows"]]
+    assert "bert.encoder.layer.*.attention.self.matmul_a_input_quantizer" in roles
+    assert sorted((r["metric"] for r in data["rows"]), reverse=True) == [
+        r["metric"] for r in data["rows"]
+    ]
+    for row in data["rows"]:
+        assert row["recovered_points"] == pytest.approx(100 * (row["metric"] - data["int8"]))
+    bad = _run("sensitivity", out / "calibrated", "-r", recipe, "--by", "head")
+    assert bad.exit_code != 0 and "--by" in bad.output

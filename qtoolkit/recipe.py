@@ -224,13 +224,44 @@ class EngineConfig(_Strict):
 class BenchConfig(_Strict):
     """Latency/accuracy benchmark (used by `qtool benchmark`)."""
 
-    backends: list[str] = Field(default_factory=lambda: ["ort-fp32", "ort-int8"])
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    seq_lengths: list[int] = Field(default_factory=lambda: [128])
+    backends: list[str] = Field(
+        default_factory=lambda: ["ort-fp32", "ort-int8", "trt-int8"],
+        description="Backends run on the files this recipe's stages write; see "
+        "qtoolkit.bench.targets.BACKENDS (torch-fp32, torch-fakequant, ort-int8, trt-int8, ...).",
+    )
+    targets: dict[str, Path] = Field(
+        default_factory=dict,
+        description="More targets, or other files for the backends: NAME -> file, NAME being a "
+        "backend, LABEL:BACKEND, or a label (backend read from the file).",
+    )
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
+    seq_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
     warmup: int = Field(10, ge=0)
     iterations: int = Field(50, ge=1)
     threads: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="For PyTorch backends.")
+    accuracy: bool = Field(True, description="Also evaluate each backend on data.test_file.")
+    accuracy_limit: int | None = Field(
+        None, ge=1, description="Evaluate accuracy on the first N test examples only."
+    )
     output_dir: Path | None = None
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, names: list[str]) -> list[str]:
+        from qtoolkit.bench.targets import BACKENDS
+
+        unknown = [n for n in names if n not in BACKENDS]
+        if unknown:
+            raise ValueError(f"unknown backends {unknown} (known: {', '.join(BACKENDS)})")
+        return names
+
+    @field_validator("batch_sizes", "seq_lengths")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v < 1 for v in values):
+            raise ValueError(f"every value must be >= 1, got {values}")
+        return values
 
 
 class Recipe(_Strict):
@@ -240,6 +271,24 @@ class Recipe(_Strict):
     name: str = "recipe"
     output_dir: Path = Path("runs/default")
     seed: int = 42
+    stages: (
+        list[
+            Literal[
+                "finetune",
+                "calibrate",
+                "ptq-sweep",
+                "qat",
+                "export-onnx",
+                "build-engine",
+                "benchmark",
+            ]
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Stages `qtool run` runs, in pipeline order; None: every stage the recipe "
+        "configures.",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)

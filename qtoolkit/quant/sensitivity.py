@@ -50,7 +50,9 @@ def measure_sensitivity(
         for n in names:
             quantizers[n].disable()
         try:
-            rows.append({"group": group, "quantizers": len(names), "metric": evaluate(model, group)})
+            rows.append(
+                {"group": group, "quantizers": len(names), "metric": evaluate(model, group)}
+            )
         finally:
             for n in names:
                 quantizers[n].enable()

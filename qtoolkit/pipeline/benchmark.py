@@ -1,0 +1,244 @@
+"""The benchmark stage: latency p50/p90/p99 and throughput over a batch x sequence grid, and task
+accuracy, for every target (a model file on a backend), into `<run>/bench`.
+
+Every backend gets the same inputs (tokenized sentences from the recipe's data, else random
+token ids) and is timed interleaved with the others (`qtoolkit.bench.latency`). Accuracy goes
+through `evaluate_runner` on data.test_file, like `qtool evaluate`. Targets this machine cannot
+run (a TensorRT engine without a GPU, a missing execution provider, a stage output not written
+yet) are skipped and listed with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qtoolkit.bench.targets import BenchTarget
+from qtoolkit.errors import QtoolError
+from qtoolkit.recipe import Recipe
+
+__all__ = ["BenchOutcome", "run_benchmark"]
+
+RESULTS_FORMAT = 1
+
+
+@dataclass
+class BenchOutcome:
+    output_dir: Path
+    rows: list[dict[str, Any]]  # one per target x shape: timings, or "skipped" with the reason
+    accuracy: dict[str, dict[str, Any]]  # name -> {metrics, agreement, seconds} or {error}
+    skipped: list[dict[str, str]]  # targets not run at all: name, backend, reason
+    baselines: dict[str, str]  # runtime family -> the target speed-ups are relative to
+    primary_metric: str | None
+    results_md: Path
+    plot: Path | None
+    seconds: float
+    notices: list[str] = field(default_factory=list)
+
+
+def _open_all(targets, recipe: Recipe, device: str, advance, steps: int):
+    from qtoolkit.bench.backends import BackendUnavailable, open_backend
+    from qtoolkit.bench.targets import unavailable_reason
+
+    opened, skipped = [], []
+    for target in targets:
+        reason = unavailable_reason(target)
+        if reason is None:
+            try:
+                opened.append(open_backend(target, recipe, device, recipe.bench.threads))
+            except BackendUnavailable as exc:
+                reason = str(exc)
+        if reason is not None:
+            skipped.append({"name": target.name, "backend": target.backend.name, "reason": reason})
+            for _ in range(steps - 1):  # its accuracy step, which will not come
+                advance(f"skipped {target.name}")
+        advance(f"{'skipped' if reason else 'opened'} {target.name}")
+    return opened, skipped
+
+
+def _feeds_maker(opened, recipe: Recipe) -> tuple[Callable, str]:
+    from qtoolkit.bench.inputs import read_timing_texts, synthetic_feeds, text_feeds
+
+    first = opened[0]
+    limit = max(recipe.bench.seq_lengths)
+    positions = getattr(first.config, "max_position_embeddings", None)
+    if positions is not None and limit > positions:
+        raise QtoolError(
+            f"bench.seq_lengths goes up to {limit} but the model takes at most {positions} tokens"
+        )
+    texts, source = read_timing_texts(recipe, max(recipe.bench.batch_sizes))
+    if texts:
+        return (lambda b, s: text_feeds(first.tokenizer, texts, b, s)), source
+    return (lambda b, s: synthetic_feeds(first.config.vocab_size, b, s, recipe.seed)), source
+
+
+def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]], dict]:
+    from qtoolkit.pipeline.evaluate import (
+        _task_options,
+        agreement,
+        evaluate_runner,
+        label_map_for,
+    )
+    from qtoolkit.tasks import get_task
+
+    first, data_cfg = opened[0], recipe.data
+    task = get_task(first.task_name, **_task_options(first.task_name, recipe))
+    examples = task.read(data_cfg.test_file, data_cfg, recipe.bench.accuracy_limit)
+    data = task.encode(
+        first.tokenizer, examples, data_cfg.max_length, label_map_for(task, examples, first.config)
+    )
+    results: dict[str, dict[str, Any]] = {}
+    predictions = {}
+    for ob in opened:
+        name = ob.target.name
+        batch_size = min(data_cfg.eval_batch_size, ob.max_batch or data_cfg.eval_batch_size)
+        start = time.perf_counter()
+        try:
+            metrics, predictions[name] = evaluate_runner(ob.runner, task, data, batch_size, name)
+        except QtoolError as exc:  # e.g. data.max_length beyond an engine's profile
+            results[name] = {"error": str(exc)}
+        else:
+            results[name] = {"metrics": metrics, "seconds": round(time.perf_counter() - start, 3)}
+        advance(f"{task.primary_metric} {name}")
+    floats = [o.target.name for o in opened if o.target.backend.precision == "fp32"]
+    reference = next((n for n in floats + list(predictions) if n in predictions), None)
+    for name, preds in predictions.items():
+        results[name]["agreement"] = agreement(preds, predictions[reference])
+        results[name]["agreement_with"] = reference
+    info = {
+        "primary_metric": task.primary_metric,
+        "accuracy_data": str(data_cfg.test_file),
+        "accuracy_examples": len(examples),
+    }
+    return results, info
+
+
+def _machine(device: str) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    return {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def run_benchmark(
+    recipe: Recipe, targets: Sequence[BenchTarget | str] | None = None
+) -> BenchOutcome:
+    """Benchmark `targets` (default: `resolve_targets(recipe)`, i.e. bench.backends on the
+    recipe's stage outputs plus bench.targets); strings are `NAME=PATH` (see parse_target)."""
+    from qtoolkit.bench.latency import intra_op_threads, rounds_for, run_grid
+    from qtoolkit.bench.plot import plot_accuracy_latency
+    from qtoolkit.bench.report import RESULTS_MD, add_speedups, family_baselines, write_results
+    from qtoolkit.bench.targets import parse_target, resolve_targets
+    from qtoolkit.pipeline.common import resolve_device
+    from qtoolkit.ui import progress_bar
+
+    start = time.perf_counter()
+    cfg = recipe.bench
+    if targets is None:
+        targets = resolve_targets(recipe)
+    targets = [t if isinstance(t, BenchTarget) else parse_target(t) for t in targets]
+    names = [t.name for t in targets]
+    if not targets:
+        raise QtoolError("nothing to benchmark: bench.backends is empty and no target was given")
+    if len(set(names)) != len(names):
+        raise QtoolError(f"benchmark target names must be unique: {names}")
+    device = resolve_device(cfg.device)
+    shapes = [(b, s) for s in cfg.seq_lengths for b in cfg.batch_sizes]
+    do_accuracy = cfg.accuracy and recipe.data.test_file is not None
+    steps = 2 if do_accuracy else 1
+    total = len(targets) * steps + len(shapes) * rounds_for(cfg.iterations)
+    notices: list[str] = []
+    with progress_bar("benchmark", total) as advance:
+        opened, skipped = _open_all(targets, recipe, device, advance, steps)
+        notices += [f"{s['name']} skipped: {s['reason']}" for s in skipped]
+        if not opened:
+            raise QtoolError("nothing could be benchmarked: " + "; ".join(notices))
+        tasks = {o.task_name for o in opened}
+        if len(tasks) > 1:
+            raise QtoolError(f"benchmark targets are models of different tasks: {sorted(tasks)}")
+        make_feeds, source = _feeds_maker(opened, recipe)
+        timers = {o.target.name: o.timer for o in opened}
+        with intra_op_threads(cfg.threads):
+            grid = run_grid(timers, shapes, make_feeds, cfg.warmup, cfg.iterations, advance)
+            accuracy, info = _accuracy(opened, recipe, advance) if do_accuracy else ({}, {})
+    if not do_accuracy:
+        notices.append("accuracy not measured: " + ("no data.test_file" if cfg.accuracy else "off"))
+    rows = [r.to_dict() for r in grid]
+    for r in rows:
+        if "skipped" in r:
+            notices.append(f"{r['backend']} not run at {r['batch']}x{r['seq']}: {r['skipped']}")
+    for name, acc in accuracy.items():
+        if "error" in acc:
+            notices.append(f"{name}: accuracy not measured: {acc['error']}")
+    described = [
+        {
+            "name": o.target.name,
+            "backend": o.target.backend.name,
+            "runtime": o.target.backend.runtime,
+            "precision": o.target.backend.precision,
+            "family": o.family,
+            "device": o.device,
+            "path": str(o.target.path),
+        }
+        for o in opened
+    ]
+    baselines = family_baselines(described)
+    add_speedups(rows, {d["name"]: d["family"] for d in described}, baselines)
+    metric = info.get("primary_metric")
+    results = {
+        "format": RESULTS_FORMAT,
+        "recipe": recipe.name,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(device),
+        "settings": cfg.model_dump(mode="json", exclude={"output_dir", "targets"}),
+        "inputs": source,
+        "targets": described,
+        "baselines": baselines,
+        "rows": rows,
+        "accuracy": accuracy,
+        **info,
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+    def plot(path: Path) -> bool:
+        if not accuracy:
+            return False
+        try:
+            plot_accuracy_latency(rows, accuracy, metric, path)
+        except QtoolError as exc:
+            notices.append(f"no plot: {exc}")
+            return False
+        return True
+
+    out_dir = recipe.stage_dir("bench")
+    write_results(out_dir, results, plot)
+    return BenchOutcome(
+        output_dir=out_dir,
+        rows=rows,
+        accuracy=accuracy,
+        skipped=skipped,
+        baselines=baselines,
+        primary_metric=metric,
+        results_md=out_dir / RESULTS_MD,
+        plot=out_dir / results["plot"] if results["plot"] else None,
+        seconds=results["seconds"],
+        notices=notices,
+    )

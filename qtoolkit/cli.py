@@ -359,6 +359,92 @@ def build_engine_cmd(
     console.print(f"report {built.report_path}; trtexec equivalent {built.trtexec_script}")
 
 
+@app.command()
+@handle_errors
+def qat(
+    recipe: RecipeOpt = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (fractions allowed).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    distill: Annotated[
+        bool | None,
+        typer.Option("--distill/--no-distill", help="Distil from the fp32 (fine-tuned) model."),
+    ] = None,
+    learn_amax: Annotated[
+        bool | None,
+        typer.Option("--learn-amax/--no-learn-amax", help="Train activation ranges (LSQ)."),
+    ] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option("--resume/--restart", help="Continue an interrupted run (default) or not."),
+    ] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Save resumable state every N steps.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    train_file: Annotated[Path | None, typer.Option(help="Training data.")] = None,
+    eval_file: Annotated[Path | None, typer.Option(help="Evaluated after each epoch.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Default: <run>/qat.")
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Quantization-aware training from the calibrated checkpoint (calibrating first if needed).
+
+    Fake quantization stays in the loop (straight-through estimator); optional distillation
+    from the fp32 model and learned activation ranges. Keeps the best epoch; an interrupted run
+    resumes from its last saved state. The output reads like a calibrated checkpoint.
+    """
+    from qtoolkit.pipeline.qat import run_qat
+    from qtoolkit.ui import console, notice
+
+    r = build_recipe(
+        recipe,
+        sets,
+        {
+            "qat.epochs": epochs,
+            "qat.max_steps": max_steps,
+            "qat.learning_rate": learning_rate,
+            "qat.batch_size": batch_size,
+            "qat.distill": distill,
+            "qat.learn_amax": learn_amax,
+            "qat.resume": resume,
+            "qat.save_every_steps": save_every,
+            "qat.device": device,
+            "data.train_file": train_file,
+            "data.eval_file": eval_file,
+            "qat.output_dir": output,
+        },
+    )
+    outcome = run_qat(r)
+    for message in outcome.notices:
+        notice(message)
+    metric = outcome.primary_metric
+    if outcome.resumed_step:
+        console.print(f"resumed at step {outcome.resumed_step}")
+    start = outcome.start_metrics.get(metric)
+    if start is not None:
+        console.print(f"calibrated (PTQ): {metric} {start:.4f}")
+    for rec in outcome.history:
+        console.print(
+            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, {metric} {rec[metric]:.4f} "
+            f"({rec['seconds']:.0f}s)"
+        )
+    gain = (
+        ""
+        if start is None
+        else f" (PTQ {start:.4f}, {100 * (outcome.best_metric - start):+.2f} points)"
+    )
+    extras = (", distilled" if outcome.distilled else "") + (
+        f", {outcome.learned_amax} amax learned" if outcome.learned_amax else ""
+    )
+    console.print(
+        f"best {metric} {outcome.best_metric:.4f} at epoch {outcome.best_epoch}{gain}, "
+        f"{outcome.steps} steps in {outcome.seconds:.0f}s{extras}; wrote {outcome.output_dir}"
+    )
+
+
 @app.command("ptq-sweep")
 @handle_errors
 def ptq_sweep(

@@ -158,7 +158,7 @@ class QatConfig(_Strict):
         "auto", description="Teacher autocast dtype; auto: bf16 (else fp16) on CUDA, fp32 on CPU."
     )
     save_every_steps: int | None = Field(
-        200, ge=1, description="Write the resumable training state every N steps and each epoch."
+        500, ge=1, description="Write the resumable training state every N steps and each epoch."
     )
     resume: bool = Field(
         True, description="Continue from a saved training state; false discards it and restarts."

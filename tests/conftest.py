@@ -39,7 +39,8 @@ def _write_vocab(path: Path) -> Path:
 def _tokenizer(dir_: Path):
     from transformers import BertTokenizerFast
 
-    return BertTokenizerFast(vocab_file=str(_write_vocab(dir_ / "vocab.txt")), do_lower_case=True)
+    # transformers 5 ignores `vocab_file=` here (every word would become [UNK]); `vocab=` works.
+    return BertTokenizerFast(vocab=str(_write_vocab(dir_ / "vocab.txt")), do_lower_case=True)
 
 
 def _save_checkpoint(dir_: Path, config, model_cls, seed: int = 0) -> Path:

@@ -27,7 +27,7 @@ class CalibrateOutcome:
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     from qtoolkit.data import read_text_examples, tokenize_batches
     from qtoolkit.models import load_model
-    from qtoolkit.pipeline.common import batch_forward_loop, resolve_device
+    from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
 
     if recipe.data.calib_file is None:
@@ -40,8 +40,8 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
         label_field=recipe.data.label_field,
         limit=recipe.calib.num_samples,
     )
-    loaded = load_model(recipe.model, seed=recipe.seed)
-    notices = []
+    model_cfg, notices = quant_source(recipe)
+    loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:
         notices.append(
             f"{len(loaded.newly_initialized)} parameters are not in the checkpoint and were "
@@ -73,7 +73,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
         recipe.quant,
         info={
             "stage": "calibrated",
-            "source_model": recipe.model.path,
+            "source_model": model_cfg.path,
             "calib": recipe.calib.model_dump(mode="json", exclude={"output_dir"}),
             "calib_file": str(recipe.data.calib_file),
             "max_length": recipe.data.max_length,

@@ -66,7 +66,16 @@ class QuestionAnsweringTask:
 
     def encode(self, tokenizer, examples: list[QAExample], max_length: int, label2id=None):
         """Question + context windows of `max_length` tokens overlapping by `doc_stride`."""
-        stride = min(self.doc_stride, max_length // 2)
+        # The context window is what the longest question leaves; the overlap must be smaller
+        # than it (the tokenizer panics otherwise).
+        longest_question = max(len(tokenizer(e.question)["input_ids"]) for e in examples)
+        window = max_length - longest_question - 1
+        if window < 8:
+            raise QtoolError(
+                f"max_length {max_length} leaves no room for the context after a "
+                f"{longest_question}-token question; raise data.max_length"
+            )
+        stride = min(self.doc_stride, window // 2)
         enc = tokenizer(
             [e.question for e in examples],
             [e.context for e in examples],

@@ -1,5 +1,6 @@
-"""Training loops: fp32 fine-tuning (and, built on the same loop, QAT)."""
+"""Training loops: fp32 fine-tuning and, built on the same loop, QAT (resumable state,
+distillation, learned amax)."""
 
-from qtoolkit.train.loop import TrainOutcome, train
+from qtoolkit.train.loop import Checkpointing, TrainOutcome, TrainSettings, train
 
-__all__ = ["TrainOutcome", "train"]
+__all__ = ["Checkpointing", "TrainOutcome", "TrainSettings", "train"]

@@ -1,8 +1,16 @@
 """One training loop for fine-tuning and QAT: AdamW, linear warm-up and decay, evaluation at
-each epoch end, the best checkpoint kept, progress with the running loss."""
+each epoch end, the best checkpoint kept, progress with the running loss and the last metric.
+
+With `checkpointing`, the loop writes a resumable state every N steps and at each epoch end and,
+when one exists, continues from it: same batches in the same order, same optimizer and scheduler
+state, same random numbers, so an interrupted and resumed run ends with the weights an
+uninterrupted run would have.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -11,9 +19,18 @@ from typing import Any
 
 import torch
 
+from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
+from qtoolkit.train.state import (
+    Checkpointing,
+    capture_rng,
+    load_train_state,
+    normalize_fingerprint,
+    restore_rng,
+    save_train_state,
+)
 
-__all__ = ["TrainOutcome", "TrainSettings", "train"]
+__all__ = ["Checkpointing", "LossFn", "TrainOutcome", "TrainSettings", "train"]
 
 
 @dataclass
@@ -35,13 +52,33 @@ class TrainOutcome:
     steps: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_step: int = 0  # the step a saved state was resumed at (0: a fresh start)
 
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
+_NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight")
+
 
 def _default_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**batch).loss
+
+
+def _optimizer(
+    model: torch.nn.Module, settings: TrainSettings, extra_groups: list[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm weights without decay; `extra_groups` (each with its own lr
+    or weight decay) take their parameters out of the default groups."""
+    taken = {id(p) for g in extra_groups for p in g["params"]}
+    groups = [
+        {"params": [], "weight_decay": settings.weight_decay},
+        {"params": [], "weight_decay": 0.0},
+    ]
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in taken:
+            groups[any(n in name for n in _NO_DECAY)]["params"].append(p)
+    groups = [g for g in groups if g["params"]] + list(extra_groups)
+    return torch.optim.AdamW(groups, lr=settings.learning_rate)
 
 
 def train(
@@ -52,42 +89,93 @@ def train(
     primary_metric: str,
     save_best: Callable[[torch.nn.Module, dict[str, Any]], None],
     loss_fn: LossFn = _default_loss,
+    *,
+    param_groups: list[dict[str, Any]] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainOutcome:
     """Train `model` on `data`; `evaluate(model)` runs after each epoch (the last one may be
-    partial), and `save_best(model, record)` is called whenever `primary_metric` improves."""
+    partial), and `save_best(model, record)` is called whenever `primary_metric` improves.
+
+    `param_groups`: optimizer groups with their own settings (e.g. learned amax, no decay).
+    `checkpointing`: write a resumable state and resume from one found in its folder.
+    """
     from transformers import get_linear_schedule_with_warmup
 
     from qtoolkit.ui import progress_bar
 
+    if len(data) == 0:
+        raise QtoolError("no training examples")
     torch.manual_seed(settings.seed)
     steps_per_epoch = data.num_batches(settings.batch_size)
     total = math.ceil(settings.epochs * steps_per_epoch)
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
-    no_decay = ("bias", "LayerNorm.weight", "layernorm.weight")
-    groups = [
-        {"params": [], "weight_decay": settings.weight_decay},
-        {"params": [], "weight_decay": 0.0},
-    ]
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups[any(n in name for n in no_decay)]["params"].append(p)
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
+    optimizer = _optimizer(model, settings, param_groups or [])
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(settings.warmup_ratio * total), total
     )
+    fingerprint: dict[str, Any] = {}
+    if checkpointing is not None:
+        run = dataclasses.asdict(settings)
+        run.pop("device")  # a run may continue on another device
+        fingerprint = normalize_fingerprint(
+            {**checkpointing.fingerprint, "train": run, "examples": len(data), "total": total}
+        )
     outcome = TrainOutcome()
+    step, epoch, position, running, elapsed = 0, 0, 0, 0.0, 0.0
     start = time.perf_counter()
-    step, epoch = 0, 0
-    with progress_bar("training", total) as advance:
-        while step < total:
+    saved = load_train_state(checkpointing.state_dir, fingerprint) if checkpointing else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step, epoch, position = saved["step"], saved["epoch"], saved["position"]
+        running, elapsed = saved["running_loss"], saved["seconds"]
+        outcome.best_metric, outcome.best_epoch = saved["best_metric"], saved["best_epoch"]
+        outcome.history = list(saved["history"])
+        outcome.resumed_step = step
+        restore_rng(saved["rng"])
+
+    def save_state() -> None:
+        save_train_state(
+            checkpointing.state_dir,
+            {
+                "fingerprint": fingerprint,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": capture_rng(),
+                "epoch": epoch,
+                "position": position,
+                "step": step,
+                "total": total,
+                "running_loss": running,
+                "seconds": elapsed + time.perf_counter() - start,
+                "best_metric": outcome.best_metric,
+                "best_epoch": outcome.best_epoch,
+                "history": outcome.history,
+            },
+        )
+
+    def status() -> str:
+        text = f"epoch {epoch + 1} loss {running:.4f}"
+        if outcome.history:
+            text += f" {primary_metric} {outcome.history[-1][primary_metric]:.4f}"
+        return text
+
+    every = checkpointing.every_steps if checkpointing else None
+    description = f"training (resumed at step {step})" if step else "training"
+    with progress_bar(description, total - step) as advance:
+        # An epoch whose last step is done but whose evaluation is not (position > 0) still
+        # needs its evaluation, even with every step taken.
+        while step < total or position > 0:
             model.train()
-            running = 0.0
-            for i, batch in enumerate(
-                data.batches(
-                    settings.batch_size, with_labels=True, shuffle_seed=settings.seed + epoch
-                )
-            ):
+            batches = data.batches(
+                settings.batch_size, with_labels=True, shuffle_seed=settings.seed + epoch
+            )
+            for batch in itertools.islice(batches, position, None):
+                if step >= total:
+                    break
                 batch = {k: v.to(settings.device) for k, v in batch.items()}
                 loss = loss_fn(model, batch)
                 loss.backward()
@@ -96,17 +184,19 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                running = loss.item() if i == 0 else 0.9 * running + 0.1 * loss.item()
-                advance(f"epoch {epoch + 1} loss {running:.4f}")
-                if step >= total:
-                    break
+                position += 1
+                running = loss.item() if position == 1 else 0.9 * running + 0.1 * loss.item()
+                advance(status())
+                epoch_ends = step >= total or position >= steps_per_epoch
+                if every and step % every == 0 and not epoch_ends:
+                    save_state()
             model.eval()
             metrics = evaluate(model)
             record = {
                 "epoch": epoch + 1,
                 "step": step,
                 "loss": running,
-                "seconds": time.perf_counter() - start,
+                "seconds": elapsed + time.perf_counter() - start,
                 **metrics,
             }
             outcome.history.append(record)
@@ -114,6 +204,9 @@ def train(
                 outcome.best_metric, outcome.best_epoch = metrics[primary_metric], epoch + 1
                 save_best(model, record)
             epoch += 1
+            position = 0
+            if checkpointing is not None:
+                save_state()
     outcome.steps = step
-    outcome.seconds = time.perf_counter() - start
+    outcome.seconds = elapsed + time.perf_counter() - start
     return outcome

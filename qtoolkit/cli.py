@@ -526,6 +526,85 @@ def sensitivity(
         console.print(f"wrote {output}")
 
 
+@app.command("export-onnx")
+@handle_errors
+def export_onnx_cmd(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Calibrated or QAT checkpoint (default: the recipe's QAT, else calibrated)."
+        ),
+    ] = None,
+    recipe: RecipeOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="ONNX file (default <run>/export/model.onnx)."),
+    ] = None,
+    fp16: Annotated[
+        bool | None,
+        typer.Option("--fp16/--fp32", help="Non-quantized parts in fp16 (TensorRT 11)."),
+    ] = None,
+    fp32_baseline: Annotated[
+        bool | None,
+        typer.Option("--fp32-baseline/--no-fp32-baseline", help="Also write <name>.fp32.onnx."),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Q/DQ layout: tensorrt | onnxruntime.")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (>= 13, default 17).")] = None,
+    calib_file: Annotated[
+        Path | None, typer.Option(help="Sentences to trace and validate with.")
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Export a quantized checkpoint to QDQ ONNX, validate it in ONNX Runtime against PyTorch
+    and check it against TensorRT's explicit-quantization rules.
+
+    The folder also gets the tokenizer, config.json and qtoolkit.json, so `qtool evaluate
+    model.onnx` and `qtool benchmark` can use it. Nothing is written if validation fails.
+    """
+    from qtoolkit.pipeline.export import default_export_source, export_checkpoint
+    from qtoolkit.ui import console
+
+    r = build_recipe(
+        recipe,
+        sets,
+        {
+            "export.fp16": fp16,
+            "export.fp32_baseline": fp32_baseline,
+            "export.target": target,
+            "export.opset": opset,
+            "data.calib_file": calib_file,
+        },
+    )
+    source = checkpoint or default_export_source(r)
+    out_path = output or r.stage_dir("export") / "model.onnx"
+    result = export_checkpoint(source, out_path, r)
+    console.print(result.summary(), highlight=False)
+
+
+@app.command("check-onnx")
+@handle_errors
+def check_onnx_cmd(
+    model: Annotated[Path, typer.Argument(help="An ONNX model.")],
+    recipe: RecipeOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Check an ONNX model against TensorRT's explicit-quantization rules (static, no TensorRT).
+
+    Reports every violation per node and exits 1 if there is any. Which GEMM inputs and residual
+    adds must be quantized comes from the model's qtoolkit metadata, else from the recipe.
+    """
+    from qtoolkit.export import check_onnx, format_violations
+    from qtoolkit.ui import console
+
+    if not model.is_file():
+        raise QtoolError(f"ONNX model not found: {model}")
+    quant_cfg = build_recipe(recipe, sets, {}).quant if (recipe or sets) else None
+    violations = check_onnx(model, quant_cfg)
+    console.print(format_violations(violations), highlight=False)
+    if violations:
+        raise typer.Exit(1)
+
+
 def _int_list(value: str | None) -> list[int] | None:
     if value is None:
         return None

@@ -1,0 +1,76 @@
+"""Read-only views of an ONNX graph: who produces and who consumes each tensor, and constants.
+
+Kept free of any runtime (no onnxruntime): the TensorRT-readiness check and the graph passes
+both build on it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+__all__ = ["GraphIndex", "SHAPE_OPS", "QDQ_OPS", "attr"]
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Ops that move data without changing values: TensorRT propagates Q backwards and DQ forwards
+# through them, so a DQ behind one of these still counts as feeding the GEMM.
+SHAPE_OPS = frozenset(
+    {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Expand", "Slice"}
+)
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of attribute `name` of `node`, or `default`."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+class GraphIndex:
+    """Producer/consumer maps and constant values of one (top-level) graph.
+
+    The index is a snapshot: rebuild it after changing the graph.
+    """
+
+    def __init__(self, graph: onnx.GraphProto):
+        self.graph = graph
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in graph.node:
+            for out in node.output:
+                self.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers[inp].append(node)
+        self.graph_outputs = {o.name for o in graph.output}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant-node output, else None."""
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            value = attr(node, "value")
+            if isinstance(value, onnx.TensorProto):
+                return numpy_helper.to_array(value)
+        return None
+
+    def is_constant(self, name: str) -> bool:
+        if name in self.initializers:
+            return True
+        node = self.producer.get(name)
+        return node is not None and node.op_type == "Constant"
+
+    def producer_through(self, name: str, skip: frozenset[str] = SHAPE_OPS):
+        """The first producer of `name` that is not a shape op (following input 0), or None."""
+        node = self.producer.get(name)
+        seen = 0
+        while node is not None and node.op_type in skip and node.input and seen < 64:
+            node = self.producer.get(node.input[0])
+            seen += 1
+        return node

@@ -27,7 +27,10 @@ class ArchSpec:
     name: str
     model_types: tuple[str, ...]
     class_prefix: str
-    # Max |onnx - torch| on logits accepted by export validation, for fake-quant models.
+    # Max |onnx - torch| on logits accepted by export validation, for fake-quant models. torch
+    # and ONNX Runtime can round a value one quantization step apart and the difference grows
+    # through the layers: a fine-tuned MiniLM measured 0.08-0.27 on 64 sentences (0.2-0.9 on
+    # 1000); an export bug shows up at the scale of the logits themselves (~2).
     onnx_atol: float
     uses_token_type_ids: bool = True
 
@@ -41,9 +44,9 @@ class ArchSpec:
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "bert": ArchSpec(name="bert", model_types=("bert",), class_prefix="Bert", onnx_atol=1e-2),
+    "bert": ArchSpec(name="bert", model_types=("bert",), class_prefix="Bert", onnx_atol=0.5),
     "squeezebert": ArchSpec(
-        name="squeezebert", model_types=("squeezebert",), class_prefix="SqueezeBert", onnx_atol=2e-2
+        name="squeezebert", model_types=("squeezebert",), class_prefix="SqueezeBert", onnx_atol=0.5
     ),
 }
 

@@ -155,3 +155,24 @@ def test_sensitivity_ranks_groups(recipe, tmp_path):
         assert row["recovered_points"] == pytest.approx(100 * (row["metric"] - data["int8"]))
     bad = _run("sensitivity", out / "calibrated", "-r", recipe, "--by", "head")
     assert bad.exit_code != 0 and "--by" in bad.output
+
+
+def test_export_check_and_evaluate_onnx(recipe, tmp_path):
+    out = recipe.parent / "out"
+    if not (out / "calibrated").is_dir():
+        pytest.skip("needs the sweep test's calibrated checkpoint")
+    onnx_path = tmp_path / "export" / "model.onnx"
+    ex = _run("export-onnx", out / "calibrated", "-r", recipe, "-o", onnx_path, "--fp32-baseline")
+    assert ex.exit_code == 0, ex.output
+    assert "TensorRT-ready: no violations" in ex.output
+    assert onnx_path.is_file() and (tmp_path / "export" / "model.fp32.onnx").is_file()
+    assert (tmp_path / "export" / "config.json").is_file()
+    check = _run("check-onnx", onnx_path)
+    assert check.exit_code == 0 and "no violations" in check.output
+    torch_json = tmp_path / "torch.json"
+    assert _run("evaluate", out / "calibrated", "-r", recipe, "-o", torch_json).exit_code == 0
+    ev = _run("evaluate", onnx_path, "-r", recipe, "--compare-to", torch_json)
+    assert ev.exit_code == 0, ev.output
+    assert "onnxruntime" in ev.output and "agreement" in ev.output
+    missing = _run("check-onnx", tmp_path / "nope.onnx")
+    assert missing.exit_code != 0 and missing.output.startswith("error:")

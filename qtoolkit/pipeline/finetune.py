@@ -85,16 +85,7 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
             },
         )
 
-    settings = TrainSettings(
-        epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        max_steps=cfg.max_steps,
-        seed=recipe.seed,
-        device=device,
-    )
+    settings = TrainSettings.from_config(cfg, recipe.seed, device)
     outcome = train(model, train_data, settings, evaluate, task.primary_metric, save_best)
     return FinetuneOutcome(
         output_dir=out_dir,

@@ -174,16 +174,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         "calibrated_created": ckpt.manifest.get("created"),
         **{k: run_info[k] for k in ("teacher", "train_file", "max_length")},
     }
-    settings = TrainSettings(
-        epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        max_steps=cfg.max_steps,
-        seed=cfg.seed,
-        device=device,
-    )
+    settings = TrainSettings.from_config(cfg, cfg.seed, device)
     model.to(device)
     with learnable_amax(model, enabled=cfg.learn_amax) as learned:
 

@@ -44,6 +44,20 @@ class TrainSettings:
     seed: int = 42
     device: str = "cpu"
 
+    @classmethod
+    def from_config(cls, cfg, seed: int, device: str) -> TrainSettings:
+        """From a recipe section with the common fields (FinetuneConfig, QatConfig)."""
+        return cls(
+            epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            max_steps=cfg.max_steps,
+            seed=seed,
+            device=device,
+        )
+
 
 @dataclass
 class TrainOutcome:

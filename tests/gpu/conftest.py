@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_qdq import VOCAB, write_tiny_qdq_onnx
+
+from .tiny_qdq import VOCAB, write_tiny_qdq_onnx
 
 
 def _gpu_skip_reason() -> str | None:

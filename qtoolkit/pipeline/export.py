@@ -25,13 +25,15 @@ def default_export_source(recipe: Recipe) -> Path:
 
 
 def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
-    """Export `checkpoint` to `out_path`; sample batches come from data.calib_file (or the
-    shipped sentences) tokenized with the checkpoint's own tokenizer."""
+    """Export `checkpoint` to `out_path`; the sample batches are data.calib_file's sentences
+    tokenized with the checkpoint's own tokenizer."""
     from qtoolkit import __version__
     from qtoolkit.data import read_text_examples, tokenize_batches
     from qtoolkit.export import export_onnx
     from qtoolkit.quant import load_quantized
+    from qtoolkit.quant.checkpoint import read_manifest
 
+    read_manifest(checkpoint)  # a wrong checkpoint path is reported before anything else
     data_file = recipe.data.calib_file
     if data_file is None:
         raise QtoolError("export validates on real text: set data.calib_file or pass --calib-file")

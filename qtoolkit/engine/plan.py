@@ -6,13 +6,14 @@ so the printed trtexec command and the Python build cannot drift apart.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from qtoolkit.engine.environment import installed_tensorrt_version
 from qtoolkit.engine.precision import PrecisionPlan, plan_precision
 from qtoolkit.engine.profiles import OnnxSummary, ShapeProfile, make_profiles, read_onnx
-from qtoolkit.engine.trtexec import trtexec_argv, trtexec_command
+from qtoolkit.engine.trtexec import trtexec_argv
 from qtoolkit.recipe import EngineConfig
 
 __all__ = ["BuildPlan", "plan_build", "default_timing_cache", "ASSUMED_TRT_VERSION"]
@@ -45,14 +46,7 @@ class BuildPlan:
 
     @property
     def trtexec_command(self) -> str:
-        return trtexec_command(
-            self.onnx_path,
-            self.engine_path,
-            self.profiles,
-            self.precision,
-            self.config,
-            self.timing_cache,
-        )
+        return shlex.join(self.trtexec_argv)
 
 
 def default_timing_cache(engine_path: str | Path) -> Path:

@@ -26,19 +26,13 @@ Feeds = dict[str, np.ndarray]
 def read_timing_texts(recipe: Recipe, count: int) -> tuple[list[TextExample], str]:
     """Up to `count` sentences from data.calib_file (else data.test_file) and where they came
     from; ([], "synthetic ...") when the recipe names no data file."""
-    from qtoolkit.data import read_text_examples
+    from qtoolkit.data import read_data_examples
 
     data = recipe.data
     for path in (data.calib_file, data.test_file):
         if path is None:
             continue
-        examples = read_text_examples(
-            path,
-            text_field=data.text_field,
-            text_pair_field=data.text_pair_field,
-            label_field=data.label_field,
-            limit=count,
-        )
+        examples = read_data_examples(path, data, count)
         return examples, f"sentences from {path}"
     return [], "synthetic token ids (no data.calib_file or data.test_file)"
 

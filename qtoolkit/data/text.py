@@ -16,7 +16,7 @@ from typing import Any
 
 from qtoolkit.errors import QtoolError
 
-__all__ = ["TextExample", "read_text_examples"]
+__all__ = ["TextExample", "read_data_examples", "read_text_examples"]
 
 _FIRST_NAMES = ("text", "text_a", "sentence", "sentence1", "question")
 _SECOND_NAMES = ("text_b", "sentence2", "context")
@@ -101,3 +101,14 @@ def read_text_examples(
     if not examples:
         raise QtoolError(f"{path} has no examples")
     return examples
+
+
+def read_data_examples(path: str | Path, data_cfg, limit: int | None = None) -> list[TextExample]:
+    """`read_text_examples` with the field names of a recipe's `data` section."""
+    return read_text_examples(
+        path,
+        text_field=data_cfg.text_field,
+        text_pair_field=data_cfg.text_pair_field,
+        label_field=data_cfg.label_field,
+        limit=limit,
+    )

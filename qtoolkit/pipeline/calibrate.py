@@ -25,7 +25,7 @@ class CalibrateOutcome:
 
 
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
-    from qtoolkit.data import read_text_examples, tokenize_batches
+    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
@@ -33,13 +33,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     if recipe.data.calib_file is None:
         raise QtoolError("no calibration data: set data.calib_file or pass --calib-file")
     device = resolve_device(recipe.calib.device)
-    examples = read_text_examples(
-        recipe.data.calib_file,
-        text_field=recipe.data.text_field,
-        text_pair_field=recipe.data.text_pair_field,
-        label_field=recipe.data.label_field,
-        limit=recipe.calib.num_samples,
-    )
+    examples = read_data_examples(recipe.data.calib_file, recipe.data, recipe.calib.num_samples)
     model_cfg, notices = quant_source(recipe)
     loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:

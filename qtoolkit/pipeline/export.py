@@ -28,7 +28,7 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     """Export `checkpoint` to `out_path`; the sample batches are data.calib_file's sentences
     tokenized with the checkpoint's own tokenizer."""
     from qtoolkit import __version__
-    from qtoolkit.data import read_text_examples, tokenize_batches
+    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.export import export_onnx
     from qtoolkit.quant import load_quantized
     from qtoolkit.quant.checkpoint import read_manifest
@@ -38,12 +38,7 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     if data_file is None:
         raise QtoolError("export validates on real text: set data.calib_file or pass --calib-file")
     ckpt = load_quantized(checkpoint)
-    examples = read_text_examples(
-        data_file,
-        text_field=recipe.data.text_field,
-        text_pair_field=recipe.data.text_pair_field,
-        limit=recipe.export.num_samples,
-    )
+    examples = read_data_examples(data_file, recipe.data, recipe.export.num_samples)
     batches = tokenize_batches(ckpt.tokenizer, examples, 16, recipe.data.max_length)
     result = export_onnx(ckpt, out_path, recipe.export, batches)
     folder = Path(out_path).parent

@@ -33,7 +33,7 @@ def _label(method: str, recipe: Recipe) -> str:
 
 
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
-    from qtoolkit.data import read_text_examples, tokenize_batches
+    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
@@ -74,12 +74,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     test = task.encode(
         loaded.tokenizer, test_ex, data_cfg.max_length, label_map_for(task, test_ex, model.config)
     )
-    calib_ex = read_text_examples(
-        data_cfg.calib_file,
-        text_field=data_cfg.text_field,
-        text_pair_field=data_cfg.text_pair_field,
-        limit=recipe.calib.num_samples,
-    )
+    calib_ex = read_data_examples(data_cfg.calib_file, data_cfg, recipe.calib.num_samples)
     batches = tokenize_batches(
         loaded.tokenizer, calib_ex, recipe.calib.batch_size, data_cfg.max_length
     )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qtoolkit.data.text import TextExample, read_text_examples
+from qtoolkit.data.text import TextExample, read_data_examples
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.tasks.metrics import classification_metrics
@@ -22,13 +22,7 @@ class SequenceClassificationTask:
     primary_metric = "accuracy"
 
     def read(self, path: str | Path, data_cfg, limit: int | None = None) -> list[TextExample]:
-        examples = read_text_examples(
-            path,
-            text_field=data_cfg.text_field,
-            text_pair_field=data_cfg.text_pair_field,
-            label_field=data_cfg.label_field,
-            limit=limit,
-        )
+        examples = read_data_examples(path, data_cfg, limit)
         if any(e.label is None for e in examples):
             raise QtoolError(f"{path}: every example needs a '{data_cfg.label_field}' field")
         return examples

@@ -52,8 +52,11 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
         "source_checkpoint": str(checkpoint),
         "onnx": Path(out_path).name,
         "validation": result.validation.summary(),
+        "validation_report": result.validation.to_dict(),
         "tensorrt_violations": [str(v) for v in result.violations],
     }
+    if result.fp32_validation is not None:
+        manifest["fp32_validation_report"] = result.fp32_validation.to_dict()
     (folder / "qtoolkit.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return result
 

@@ -28,10 +28,6 @@ class SweepOutcome:
     notices: list[str] = field(default_factory=list)
 
 
-def _label(method: str, recipe: Recipe) -> str:
-    return f"percentile {recipe.calib.percentile:g}" if method == "percentile" else method
-
-
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
@@ -44,6 +40,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         label_map_for,
     )
     from qtoolkit.quant import insert_quantizers, save_quantized
+    from qtoolkit.quant.calib.registry import CALIB_METHODS, get_calibrator
     from qtoolkit.quant.calibrate import (
         calibrate_weights,
         collect_statistics,
@@ -53,11 +50,9 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     from qtoolkit.runtime import TorchRunner
     from qtoolkit.tasks import get_task
 
-    unknown = [m for m in methods if m not in ("max", "percentile", "mse", "entropy")]
-    if unknown or not methods:
-        raise QtoolError(
-            f"unknown calibration methods {unknown}: use max, percentile, mse, entropy"
-        )
+    if not methods:
+        raise QtoolError(f"no calibration methods given: use {', '.join(CALIB_METHODS)}")
+    specs = [get_calibrator(m) for m in methods]
     data_cfg = recipe.data
     if data_cfg.calib_file is None or data_cfg.test_file is None:
         raise QtoolError("a PTQ sweep needs data.calib_file and data.test_file")
@@ -95,9 +90,11 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     weights_s = time.perf_counter() - weights_s
     collected: str | None = None
     collect_s = 0.0
-    for method in sorted(methods, key=lambda m: m != "max"):  # max first: its own pass
+    # Methods sharing statistics run one after another, so each kind is collected once.
+    for spec in sorted(specs, key=lambda s: s.statistics != "max"):
+        method = spec.name
         cfg = recipe.calib.model_copy(update={"method": method})
-        kind = "max" if method == "max" else "histogram"
+        kind = spec.statistics
         if collected != kind:
             release_statistics(model)
             collect_s = collect_statistics(
@@ -105,10 +102,10 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             )
             collected = kind
         amax_s = load_amax(model, cfg).seconds
-        metrics, preds, eval_s = run_eval(_label(method, recipe))
+        metrics, preds, eval_s = run_eval(spec.label(cfg))
         rows.append(
             {
-                "method": _label(method, recipe),
+                "method": spec.label(cfg),
                 "key": method,
                 **metrics,
                 "agreement": agreement(preds, fp32_preds),
@@ -122,7 +119,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         row["delta_points"] = 100.0 * (row[metric] - fp32_metrics[metric])
     # Re-derive the best method's amax and save that model.
     best_cfg = recipe.calib.model_copy(update={"method": best["key"]})
-    if (best["key"] == "max") != (collected == "max"):
+    if get_calibrator(best["key"]).statistics != collected:
         release_statistics(model)
         collect_statistics(model, batch_forward_loop(batches, device, "collect (best)"), best_cfg)
     load_amax(model, best_cfg)

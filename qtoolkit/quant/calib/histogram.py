@@ -70,15 +70,15 @@ class HistogramCalibrator:
         hist = self.histogram()
         if hist is None:
             return None
-        counts, edges = hist
-        if method == "percentile":
-            amax = amax_percentile(counts, edges, percentile)
-        elif method == "mse":
-            amax = amax_mse(counts, edges, self.num_bits, self.unsigned, start_bin, stride)
-        elif method == "entropy":
-            amax = amax_entropy(counts, edges, self.num_bits, self.unsigned, start_bin, stride)
-        else:
+        from qtoolkit.quant.calib.registry import CALIBRATORS
+        from qtoolkit.recipe import CalibConfig
+
+        spec = CALIBRATORS.get(method)
+        if spec is None or spec.rule is None:
             raise ValueError(f"unknown histogram method '{method}'")
+        counts, edges = hist
+        cfg = CalibConfig(percentile=percentile, start_bin=start_bin, stride=stride)
+        amax = spec.rule(counts, edges, cfg, self.num_bits, self.unsigned)
         return torch.tensor(amax, dtype=torch.float32)
 
 

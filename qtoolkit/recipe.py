@@ -239,7 +239,7 @@ class BenchConfig(_Strict):
     backends: list[str] = Field(
         default_factory=lambda: ["ort-fp32", "ort-int8", "trt-int8"],
         description="Backends run on the files this recipe's stages write; see "
-        "qtoolkit.bench.targets.BACKENDS (torch-fp32, torch-fakequant, ort-int8, trt-int8, ...).",
+        "qtoolkit.runtime.backends.BACKENDS (torch-fp32, ort-int8, trt-int8, ...).",
     )
     targets: dict[str, Path] = Field(
         default_factory=dict,
@@ -261,7 +261,7 @@ class BenchConfig(_Strict):
     @field_validator("backends")
     @classmethod
     def _known_backends(cls, names: list[str]) -> list[str]:
-        from qtoolkit.bench.targets import BACKENDS
+        from qtoolkit.runtime.backends import BACKENDS
 
         unknown = [n for n in names if n not in BACKENDS]
         if unknown:

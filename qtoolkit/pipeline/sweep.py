@@ -32,12 +32,12 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
-    from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
-    from qtoolkit.pipeline.evaluate import (
-        _task_options,
-        agreement,
-        evaluate_runner,
-        label_map_for,
+    from qtoolkit.pipeline.common import (
+        batch_forward_loop,
+        quant_source,
+        resolve_device,
+        split_evaluator,
+        stage_task,
     )
     from qtoolkit.quant import insert_quantizers, save_quantized
     from qtoolkit.quant.calib.registry import CALIB_METHODS, get_calibrator
@@ -47,8 +47,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         load_amax,
         release_statistics,
     )
-    from qtoolkit.runtime import TorchRunner
-    from qtoolkit.tasks import get_task
+    from qtoolkit.tasks.evaluation import agreement
 
     if not methods:
         raise QtoolError(f"no calibration methods given: use {', '.join(CALIB_METHODS)}")
@@ -58,16 +57,15 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         raise QtoolError("a PTQ sweep needs data.calib_file and data.test_file")
     model_cfg, notices = quant_source(recipe)
     device = resolve_device(recipe.calib.device)
-    task = get_task(model_cfg.task, **_task_options(model_cfg.task, recipe))
+    task = stage_task(recipe, model_cfg.task)
     loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:
         raise QtoolError(
             f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
         )
     model = loaded.model.to(device)
-    test_ex = task.read(data_cfg.test_file, data_cfg)
-    test = task.encode(
-        loaded.tokenizer, test_ex, data_cfg.max_length, label_map_for(task, test_ex, model.config)
+    test = split_evaluator(
+        recipe, task, loaded.tokenizer, data_cfg.test_file, model.config, device=device
     )
     calib_ex = read_data_examples(data_cfg.calib_file, data_cfg, recipe.calib.num_samples)
     batches = tokenize_batches(
@@ -75,10 +73,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     )
 
     def run_eval(description: str):
-        start = time.perf_counter()
-        runner = TorchRunner(model, task.output_names, device)
-        metrics, preds = evaluate_runner(runner, task, test, data_cfg.eval_batch_size, description)
-        return metrics, preds, time.perf_counter() - start
+        return test.run(model, description)
 
     fp32_metrics, fp32_preds, fp32_s = run_eval("fp32")
     rows: list[dict[str, Any]] = [
@@ -144,7 +139,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         "model": model_cfg.path,
         "task": model_cfg.task,
         "test_file": str(data_cfg.test_file),
-        "num_test": len(test_ex),
+        "num_test": test.num_examples,
         "num_calib": len(calib_ex),
         "quant": recipe.quant.model_dump(mode="json"),
         "primary_metric": metric,

@@ -42,19 +42,19 @@ class Calibrator:
 
 
 def _percentile(counts, edges, cfg, num_bits, unsigned) -> float:
-    from qtoolkit.quant.calib.histogram import amax_percentile
+    from qtoolkit.quant.calib.rules import amax_percentile
 
     return amax_percentile(counts, edges, cfg.percentile)
 
 
 def _mse(counts, edges, cfg, num_bits, unsigned) -> float:
-    from qtoolkit.quant.calib.histogram import amax_mse
+    from qtoolkit.quant.calib.rules import amax_mse
 
     return amax_mse(counts, edges, num_bits, unsigned, cfg.start_bin, cfg.stride)
 
 
 def _entropy(counts, edges, cfg, num_bits, unsigned) -> float:
-    from qtoolkit.quant.calib.histogram import amax_entropy
+    from qtoolkit.quant.calib.rules import amax_entropy
 
     return amax_entropy(counts, edges, num_bits, unsigned, cfg.start_bin, cfg.stride)
 

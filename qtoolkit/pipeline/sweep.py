@@ -27,6 +27,17 @@ class SweepOutcome:
     primary_metric: str
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> Any:
+        """What `qtool ptq-sweep` prints: the results table and where the best model went."""
+        from rich.console import Group
+        from rich.markdown import Markdown
+
+        return Group(
+            Markdown(sweep_markdown(self.rows, self.primary_metric)),
+            f"best: {self.best_method}; saved {self.calibrated_dir}; "
+            f"table {self.report_dir / 'results.md'}",
+        )
+
 
 def _label(method: str, recipe: Recipe) -> str:
     return f"percentile {recipe.calib.percentile:g}" if method == "percentile" else method

@@ -36,6 +36,10 @@ class Prepared:
     counts: dict[str, int]
     seed: int
 
+    def summary(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        return f"wrote {self.output_dir}: {counts} (seed {self.seed})"
+
 
 def _fetch_sdist(cache: Path) -> Path:
     found = sorted(cache.glob("vaderSentiment-3.3.2.tar.gz"))

@@ -40,6 +40,14 @@ class BenchOutcome:
     seconds: float
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> Any:
+        """What `qtool benchmark` prints: results.md as written, then where it and the plot are."""
+        from rich.console import Group
+        from rich.markdown import Markdown
+
+        plot = f", plot {self.plot}" if self.plot else ""
+        return Group(Markdown(self.results_md.read_text()), f"wrote {self.results_md}{plot}")
+
 
 def _open_all(targets, recipe: Recipe, device: str, advance, steps: int):
     from qtoolkit.bench.backends import BackendUnavailable, open_backend

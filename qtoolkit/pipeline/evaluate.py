@@ -38,6 +38,24 @@ class EvalOutcome:
             "predictions": self.predictions,
         }
 
+    def compare_with(self, metrics_json: Path) -> float:
+        """Prediction agreement with another evaluate run's metrics JSON; kept in the JSON."""
+        if not metrics_json.is_file():
+            raise QtoolError(f"comparison file not found: {metrics_json}")
+        other = json.loads(metrics_json.read_text())
+        self.extra["agreement"] = agreement(self.predictions, other.get("predictions"))
+        self.extra["compared_to"] = str(metrics_json)
+        return self.extra["agreement"]
+
+    def summary(self) -> str:
+        """What `qtool evaluate` prints: metrics on one line (and agreement if compared)."""
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        line = f"{self.backend} {self.task} on {self.num_examples} examples: {metrics}"
+        if "agreement" in self.extra:
+            other = Path(self.extra["compared_to"]).name
+            line += f"; agreement with {other} {self.extra['agreement']:.2%}"
+        return line + f" ({self.seconds:.1f}s)"
+
 
 def run_evaluate(
     target: str | Path,

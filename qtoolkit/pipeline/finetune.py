@@ -22,6 +22,20 @@ class FinetuneOutcome:
     seconds: float
     history: list[dict[str, Any]]
 
+    def summary(self) -> str:
+        """What `qtool finetune` prints: one line per epoch, then the best one."""
+        metric = self.primary_metric
+        lines = [
+            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, "
+            f"{metric} {rec[metric]:.4f} ({rec['seconds']:.0f}s)"
+            for rec in self.history
+        ]
+        lines.append(
+            f"best {metric} {self.best_metric:.4f} at epoch {self.best_epoch}, "
+            f"{self.steps} steps in {self.seconds:.0f}s; wrote {self.output_dir}"
+        )
+        return "\n".join(lines)
+
 
 def save_float_checkpoint(
     model, tokenizer, out_dir: Path, info: dict[str, Any], inputs: tuple = ()

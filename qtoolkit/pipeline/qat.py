@@ -42,6 +42,32 @@ class QatOutcome:
     distilled: bool
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """What `qtool qat` prints: the PTQ start, one line per epoch, the best one and its gain."""
+        metric = self.primary_metric
+        lines = [f"resumed at step {self.resumed_step}"] if self.resumed_step else []
+        start = self.start_metrics.get(metric)
+        if start is not None:
+            lines.append(f"calibrated (PTQ): {metric} {start:.4f}")
+        lines += [
+            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, {metric} {rec[metric]:.4f} "
+            f"({rec['seconds']:.0f}s)"
+            for rec in self.history
+        ]
+        gain = (
+            ""
+            if start is None
+            else f" (PTQ {start:.4f}, {100 * (self.best_metric - start):+.2f} points)"
+        )
+        extras = (", distilled" if self.distilled else "") + (
+            f", {self.learned_amax} amax learned" if self.learned_amax else ""
+        )
+        lines.append(
+            f"best {metric} {self.best_metric:.4f} at epoch {self.best_epoch}{gain}, "
+            f"{self.steps} steps in {self.seconds:.0f}s{extras}; wrote {self.output_dir}"
+        )
+        return "\n".join(lines)
+
 
 def qat_state_dir(out_dir: Path) -> Path:
     """Where a QAT run's resumable state lives: `<out_dir>.state`, next to the output."""

@@ -19,6 +19,25 @@ class SensitivityOutcome:
     int8: float
     rows: list[dict[str, Any]]
 
+    def summary(self) -> Any:
+        """What `qtool sensitivity` prints: one table row per group left in float."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.metric}: fp32 {self.fp32:.4f}, all INT8 {self.int8:.4f}")
+        for col in ("left in float", "quantizers", self.metric, "recovered (points)"):
+            table.add_column(col, justify="left" if col == "left in float" else "right")
+        for row in self.rows:
+            table.add_row(
+                row["group"],
+                str(row["quantizers"]),
+                f"{row['metric']:.4f}",
+                f"{row['recovered_points']:+.2f}",
+            )
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "fp32": self.fp32, "int8": self.int8, "rows": self.rows}
+
 
 def run_sensitivity(
     checkpoint: Path, recipe: Recipe, data_file: Path | None, limit: int | None, by: str

@@ -27,6 +27,17 @@ class SweepOutcome:
     primary_metric: str
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> Any:
+        """What `qtool ptq-sweep` prints: the results table and where the best model went."""
+        from rich.console import Group
+        from rich.markdown import Markdown
+
+        return Group(
+            Markdown(sweep_markdown(self.rows, self.primary_metric)),
+            f"best: {self.best_method}; saved {self.calibrated_dir}; "
+            f"table {self.report_dir / 'results.md'}",
+        )
+
 
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     from qtoolkit.data import read_data_examples, tokenize_batches

@@ -44,7 +44,7 @@ def export_onnx_cmd(
     """Export a quantized checkpoint to QDQ ONNX, validate it in ONNX Runtime against PyTorch
     and check it against TensorRT's explicit-quantization rules.
 
-    The folder also gets the tokenizer, config.json and qtoolkit.json, so `qtool evaluate
+    The folder also gets the tokenizer, config.json and qtool's manifest, so `qtool evaluate
     model.onnx` and `qtool benchmark` can use it. Nothing is written if validation fails.
     """
     from qtoolkit.pipeline.export import default_export_source, export_checkpoint

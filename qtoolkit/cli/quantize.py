@@ -70,8 +70,9 @@ def ptq_sweep(
     recipe: RecipeOpt = None,
     model: Annotated[str | None, typer.Option(help="Trained checkpoint to quantize.")] = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated calibration methods to compare.")
-    ] = "max,percentile,mse,entropy",
+        str | None,
+        typer.Option(help="Comma-separated calibration methods to compare (default: all)."),
+    ] = None,
     sets: SetOpt = None,
 ) -> None:
     """Calibrate with every method and evaluate each INT8 model against fp32 on the test split.
@@ -80,9 +81,11 @@ def ptq_sweep(
     method's model as the calibrated stage output and writes ptq_sweep/results.{json,md}.
     """
     from qtoolkit.pipeline.sweep import run_ptq_sweep
+    from qtoolkit.quant.calib.registry import CALIB_METHODS
 
     r = build_recipe(recipe, sets, {"model.path": model})
-    show(run_ptq_sweep(r, [m.strip() for m in methods.split(",") if m.strip()]))
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else CALIB_METHODS
+    show(run_ptq_sweep(r, list(chosen)))
 
 
 @handle_errors

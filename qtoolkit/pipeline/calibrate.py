@@ -113,14 +113,9 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
 
 def quantizer_group(name: str) -> str:
     """The summary-table group of a quantizer, from its name."""
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf.startswith("matmul_") or leaf in ("lhs_quantizer", "rhs_quantizer"):
-        return "attention matmul inputs"
-    if leaf.startswith("add_"):
-        return "residual add inputs"
-    if leaf == "_weight_quantizer":
-        return "weights (per channel)"
-    return "GEMM/conv inputs"
+    from qtoolkit.quant.roles import role_of
+
+    return role_of(name).label
 
 
 def amax_summary(records: list[dict[str, Any]]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,15 @@ class EvalOutcome:
         """Prediction agreement with another evaluate run's metrics JSON; kept in the JSON."""
         if not metrics_json.is_file():
             raise QtoolError(f"comparison file not found: {metrics_json}")
-        other = json.loads(metrics_json.read_text())
-        self.extra["agreement"] = agreement(self.predictions, other.get("predictions"))
+        try:
+            other = json.loads(metrics_json.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise QtoolError(
+                f"{metrics_json}: not a metrics JSON (write one with qtool evaluate -o)"
+            ) from None
+        if not isinstance(other, dict) or other.get("predictions") is None:
+            raise QtoolError(f"{metrics_json}: has no predictions to compare with")
+        self.extra["agreement"] = agreement(self.predictions, other["predictions"])
         self.extra["compared_to"] = str(metrics_json)
         return self.extra["agreement"]
 

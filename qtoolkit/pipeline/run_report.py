@@ -89,7 +89,7 @@ def _links(title: str, files: list[Path], root: Path, text: list[str]) -> list[s
 
 
 def write_report(recipe: Recipe, outcome: RunOutcome) -> None:
-    from qtoolkit.bench.targets import ENGINE_FILE, EXPORT_FILE
+    from qtoolkit.artifacts import ENGINE_FILE, EXPORT_FILE
     from qtoolkit.fsutil import atomic_file
 
     root = recipe.output_dir

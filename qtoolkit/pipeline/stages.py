@@ -20,7 +20,6 @@ __all__ = [
     "DEFAULT_STAGES",
     "STAGE_DEPS",
     "STAGE_ORDER",
-    "SWEEP_METHODS",
     "StageDeps",
     "StageFn",
     "build_engine_stage",
@@ -28,16 +27,17 @@ __all__ = [
 ]
 
 StageFn = Callable[[Recipe], Any]
-SWEEP_METHODS = ("max", "percentile", "mse", "entropy")
 STAGE_ORDER = tuple("finetune calibrate ptq-sweep qat export-onnx build-engine benchmark".split())
 
 
 def ptq_sweep_stage(recipe: Recipe) -> Any:
-    return run_ptq_sweep(recipe, list(SWEEP_METHODS))
+    from qtoolkit.quant.calib.registry import CALIB_METHODS
+
+    return run_ptq_sweep(recipe, list(CALIB_METHODS))
 
 
 def build_engine_stage(recipe: Recipe) -> Any:
-    from qtoolkit.bench.targets import ENGINE_FILE, EXPORT_FILE
+    from qtoolkit.artifacts import ENGINE_FILE, EXPORT_FILE
     from qtoolkit.engine import build_engine
 
     onnx_path = recipe.stage_dir("export") / EXPORT_FILE

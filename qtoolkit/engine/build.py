@@ -59,7 +59,7 @@ def dry_run(
         blocks = []
         for version in DRY_RUN_VERSIONS:
             plan = plan_build(onnx_path, engine_path, config, version, onnx=onnx)
-            blocks.append(_commented(plan, f"TensorRT {version}: {plan.precision.note}"))
+            blocks.append(_commented(plan, plan.precision.note))
         return "\n".join(blocks)
     plan = plan_build(onnx_path, engine_path, config, trt_version)
     return _commented(plan) if plan.precision.warnings else plan.trtexec_command

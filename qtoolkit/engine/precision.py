@@ -76,7 +76,8 @@ def plan_precision(
     `has_fp16`: whether the ONNX holds fp16 tensors (None: unknown, no warning about it)."""
     major, minor, _ = parse_trt_version(trt_version)
     warnings: list[str] = []
-    if major == MIN_TRT_MAJOR and minor < MIN_TRT10_MINOR:
+    # A bare major ("10", as --trt-version takes it) names the line, not an old release.
+    if major == MIN_TRT_MAJOR and "." in str(trt_version) and minor < MIN_TRT10_MINOR:
         warnings.append(
             f"TensorRT {trt_version} is older than qtoolkit supports ({SUPPORTED_TRT}); "
             "upgrade if the build fails"

@@ -288,9 +288,10 @@ def test_dry_run_without_tensorrt_prints_both_versions(monkeypatch, tmp_path, qd
     lines = text.splitlines()
     commands = [line for line in lines if line.startswith("trtexec ")]
     assert len(commands) == 2  # one per version, never a silent guess
-    assert lines[0].startswith("# TensorRT 10: weakly typed")
+    assert lines[0] == "# weakly typed (TensorRT 10): fp16 kernels + explicit INT8 from Q/DQ"
     assert "--fp16 --int8" in commands[0] and "--fp16" not in commands[1]
-    assert any(line.startswith("# TensorRT 11: strongly typed") for line in lines)
+    assert any(line.startswith("# strongly typed (TensorRT 11): fp32") for line in lines)
+    assert sum(line.startswith("# warning:") for line in lines) == 1  # no "old 10.0" warning
     # The tiny ONNX is fp32: the TensorRT 11 block says it builds fp32 layers.
     assert any(line.startswith("# warning:") and "fp32" in line for line in lines)
     assert all(f"--timingCacheFile={tmp_path / 'c'}" in c for c in commands)

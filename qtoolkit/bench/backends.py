@@ -1,6 +1,6 @@
 """Open a target on its backend: a timer for the latency grid and a runner for accuracy.
 
-Models are loaded through `qtoolkit.pipeline.evaluate.open_target`, so the benchmark measures
+Models are loaded through `qtoolkit.runtime.targets.open_target`, so the benchmark measures
 exactly what `qtool evaluate` evaluates. Every timer has the same three steps: `bind` the inputs
 of one shape (moved to the device once), `warmup(n)` untimed runs, `measure(n)` -> n latencies
 in ms. CPU/PyTorch timers use `perf_counter` around a synchronous call (with a CUDA synchronize
@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qtoolkit.bench.targets import EXPORT_FILE, BenchTarget
+from qtoolkit.artifacts import EXPORT_FILE
+from qtoolkit.bench.targets import BenchTarget
 from qtoolkit.errors import QtoolError
 
 __all__ = ["BackendUnavailable", "OpenedBackend", "Timer", "open_backend"]
@@ -138,7 +139,7 @@ def _engine_eval_runner(engine, min_seq: int):
 def _open_engine(target: BenchTarget, recipe) -> OpenedBackend:
     from qtoolkit.engine import EngineRunner
     from qtoolkit.engine.report import build_report_path
-    from qtoolkit.pipeline.evaluate import open_target
+    from qtoolkit.runtime.targets import open_target
 
     # The engine holds no tokenizer or label names: take them from the ONNX it was built from.
     report = build_report_path(target.path)
@@ -171,8 +172,8 @@ def open_backend(
 ) -> OpenedBackend:
     """Load `target` for its backend; BackendUnavailable if this machine cannot run it."""
     from qtoolkit.bench.ort_providers import cache_dir_for, min_warmup, ort_providers
-    from qtoolkit.pipeline.evaluate import open_target
     from qtoolkit.runtime import OrtRunner
+    from qtoolkit.runtime.targets import open_target
 
     spec = target.backend
     if spec.runtime == "tensorrt":

@@ -43,6 +43,17 @@ class EngineBuild:
     trtexec_script: Path
     report: BuildReport
 
+    def summary(self) -> str:
+        """What `qtool build-engine` prints: the engine, its size, TensorRT, GPU, build time."""
+        report = self.report.to_dict()
+        size_mib = self.engine_path.stat().st_size / 2**20
+        return (
+            f"built {self.engine_path} ({size_mib:.1f} MiB) with TensorRT "
+            f"{report.get('tensorrt_version')} on {report.get('gpu')} in "
+            f"{report.get('build_seconds', 0):.1f}s\n"
+            f"report {self.report_path}; trtexec equivalent {self.trtexec_script}"
+        )
+
 
 def dry_run(
     onnx_path: str | Path,

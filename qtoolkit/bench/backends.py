@@ -85,8 +85,13 @@ class TorchTimer(_CallTimer):
 
 
 class OrtTimer(_CallTimer):
-    def __init__(self, session) -> None:
+    def __init__(self, session, min_warmup: int = 0) -> None:
         self.session = session
+        # GPU providers build (TensorRT EP) or allocate in their first run: never time it.
+        self.min_warmup = min_warmup
+
+    def warmup(self, iterations: int) -> None:
+        super().warmup(max(iterations, self.min_warmup))
 
     def bind(self, feeds: Mapping[str, np.ndarray]) -> None:
         feed = {}
@@ -166,6 +171,7 @@ def open_backend(
     target: BenchTarget, recipe, torch_device: str, threads: int | None
 ) -> OpenedBackend:
     """Load `target` for its backend; BackendUnavailable if this machine cannot run it."""
+    from qtoolkit.bench.ort_providers import cache_dir_for, min_warmup, ort_providers
     from qtoolkit.runtime import OrtRunner
     from qtoolkit.runtime.targets import open_target
 
@@ -199,7 +205,13 @@ def open_backend(
     opened = open_target(target.path, recipe, threads=threads)
     runner = opened.runner
     if spec.provider != "CPUExecutionProvider":  # open_target's session is a CPU one
-        runner = OrtRunner(target.path, threads, [spec.provider, "CPUExecutionProvider"])
+        cache_dir = cache_dir_for(recipe.stage_dir("bench"), target.path)
+        if spec.provider == "TensorrtExecutionProvider":
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        providers = ort_providers(
+            spec.provider, opened.runner.input_names, recipe.engine, cache_dir, spec.precision
+        )
+        runner = OrtRunner(target.path, threads, providers)
         if runner.session.get_providers()[0] != spec.provider:
             raise BackendUnavailable(f"onnxruntime could not start {spec.provider}")
     device = "cpu" if spec.provider == "CPUExecutionProvider" else "cuda"
@@ -207,7 +219,7 @@ def open_backend(
         target=target,
         family=spec.family,
         device=device,
-        timer=OrtTimer(runner.session),
+        timer=OrtTimer(runner.session, min_warmup(spec.provider)),
         runner=runner,
         tokenizer=opened.tokenizer,
         config=opened.config,

@@ -102,7 +102,8 @@ def build_engine_cmd(
         bool, typer.Option("--dry-run", help="Only print the equivalent trtexec command.")
     ] = False,
     trt_version: Annotated[
-        str | None, typer.Option(help="With --dry-run and no TensorRT here: 10 or 11.")
+        str | None,
+        typer.Option(help="With --dry-run: 10 or 11 (default: the installed one, else both)."),
     ] = None,
     min_shape: Annotated[str | None, typer.Option(help="Smallest BATCHxSEQ, e.g. 1x16.")] = None,
     opt_shape: Annotated[str | None, typer.Option(help="BATCHxSEQ tuned for, e.g. 8x128.")] = None,
@@ -128,7 +129,6 @@ def build_engine_cmd(
     """
     from qtoolkit.engine import build_engine
     from qtoolkit.engine import dry_run as engine_dry_run
-    from qtoolkit.ui import notice
 
     r = build_recipe(
         recipe,
@@ -144,10 +144,7 @@ def build_engine_cmd(
     )
     engine_path = output or r.stage_dir("engine") / "model.engine"
     if dry_run:
-        from qtoolkit.engine import installed_tensorrt_version
-
-        if trt_version is None and installed_tensorrt_version() is None:
-            notice("TensorRT is not installed here: command for TensorRT 10 (--trt-version 11)")
+        # Without TensorRT here and no --trt-version: one commented command per version.
         print(engine_dry_run(onnx_model, engine_path, r.engine, trt_version))
         return
     show(build_engine(onnx_model, engine_path, r.engine))

@@ -76,8 +76,15 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
 
     quiet_transformers()
     path = resolve_model_ref(cfg.path)
+    from qtoolkit.models.qdqbert import is_qdqbert_checkpoint, qdqbert_bert_config
+
+    qdqbert = is_qdqbert_checkpoint(path)
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        if qdqbert:
+            # Float BERT weights; the `_amax` buffers are unexpected keys and are not loaded.
+            config = qdqbert_bert_config(path)
+        else:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (ValueError, OSError) as exc:
         raise QtoolError(
             f"cannot read {path / 'config.json'}: {str(exc).splitlines()[0]}"

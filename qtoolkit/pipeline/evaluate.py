@@ -99,7 +99,11 @@ def open_target(target: str | Path, recipe: Recipe, device: str = "cpu", threads
         )
     if not path.is_dir():
         raise QtoolError(f"evaluation target not found: {path}")
-    if (path / "qtoolkit.json").is_file() and _read_format(path) == "qtoolkit-quantized":
+    from qtoolkit.models.qdqbert import is_qdqbert_checkpoint
+
+    marker = (path / "qtoolkit.json").is_file()
+    quantized_dir = marker and _read_format(path) == "qtoolkit-quantized"
+    if quantized_dir or is_qdqbert_checkpoint(path):  # a QDQBERT folder runs with its amax
         from qtoolkit.quant import load_quantized
 
         ckpt = load_quantized(path, device=device)

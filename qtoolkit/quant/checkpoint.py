@@ -32,7 +32,15 @@ from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
 from qtoolkit.quant.report import amax_markdown, amax_records
 from qtoolkit.recipe import QuantConfig
 
-__all__ = ["QuantizedCheckpoint", "save_quantized", "load_quantized", "task_of", "FORMAT_VERSION"]
+__all__ = [
+    "FORMAT_VERSION",
+    "QuantizedCheckpoint",
+    "load_quantized",
+    "prepare_amax_buffers",
+    "read_manifest",
+    "save_quantized",
+    "task_of",
+]
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -99,6 +107,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not path.is_dir():
         raise QtoolError(f"checkpoint directory not found: {path}")
     if not manifest_path.is_file():
+        from qtoolkit.models.qdqbert import is_qdqbert_checkpoint, qdqbert_manifest
+
+        if is_qdqbert_checkpoint(path):
+            return qdqbert_manifest(path)
+    if not manifest_path.is_file():
         raise QtoolError(f"{path} is not a qtoolkit quantized checkpoint (no {MARKER})")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != "qtoolkit-quantized":
@@ -110,7 +123,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _prepare_amax_buffers(model: nn.Module, shapes: dict[str, torch.Size]) -> None:
+def prepare_amax_buffers(model: nn.Module, shapes: dict[str, torch.Size]) -> None:
+    """Create each `_amax` buffer on the CPU with its saved shape before a state dict is loaded
+    (pytorch-quantization would otherwise create it on CUDA)."""
     for name, quantizer in iter_quantizers(model):
         key = f"{name}._amax"
         if key in shapes and not hasattr(quantizer, "_amax"):
@@ -128,6 +143,10 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
     quiet_transformers()
     path = Path(path)
     manifest = read_manifest(path)
+    if manifest.get("source_format") == "qdqbert":
+        from qtoolkit.models.qdqbert import load_qdqbert_checkpoint
+
+        return load_qdqbert_checkpoint(path, device)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     spec = spec_for_config(config)
     model = spec.head_class(manifest["task"])._from_config(config, attn_implementation="eager")
@@ -136,7 +155,7 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
     weights = path / WEIGHTS
     with safe_open(str(weights), framework="pt") as f:
         shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
-    _prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
+    prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
     missing, unexpected = load_model(model, str(weights), strict=False)
     # Tied weights are stored once; anything else missing means a mismatched checkpoint.
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})

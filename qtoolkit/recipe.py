@@ -172,6 +172,11 @@ class ExportConfig(_Strict):
     """QDQ ONNX export (used by `qtool export-onnx`)."""
 
     opset: int = Field(17, ge=13)
+    exporter: Literal["torchscript", "dynamo"] = Field(
+        "torchscript",
+        description="torch's ONNX exporter: 'torchscript' (dynamo=False, deprecated upstream) or "
+        "'dynamo' (torch.export; quantizers swapped for constant-scale Q/DQ; needs onnxscript).",
+    )
     target: Literal["tensorrt", "onnxruntime"] = Field(
         "tensorrt",
         description="Q/DQ layout: 'tensorrt' keeps one Q/DQ per tensor as exported; "

@@ -41,6 +41,7 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "token-classification": ("logits",),
     "masked-lm": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
+    "multiple-choice": ("logits",),
 }
 # Outputs with one value per token (a sequence axis) rather than one per example.
 _TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm", "question-answering")
@@ -95,6 +96,9 @@ def output_names_for(task: str) -> tuple[str, ...]:
 
 
 def dynamic_axes_for(inputs: Sequence[str], outputs: Sequence[str], task: str) -> dict:
+    if task == "multiple-choice":  # [batch, choices, seq] in, one score per choice out
+        axes = {n: {0: "batch", 1: "choices", 2: "sequence"} for n in inputs}
+        return {**axes, **{n: {0: "batch", 1: "choices"} for n in outputs}}
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in inputs}
     for name in outputs:
         axes[name] = {0: "batch", 1: "sequence"} if task in _TOKEN_LEVEL_TASKS else {0: "batch"}

@@ -116,8 +116,12 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
             local_files_only=True,
             attn_implementation="eager",
             output_loading_info=True,
+            # A head of another shape (2 labels -> 1 score per choice) is re-initialised and
+            # reported like a missing one, instead of failing deep inside transformers.
+            ignore_mismatched_sizes=True,
         )
-        newly_initialized = sorted(info.get("missing_keys", []))
+        mismatched = [m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])]
+        newly_initialized = sorted({*info.get("missing_keys", []), *mismatched})
     model.eval()
 
     tok_path = resolve_model_ref(cfg.tokenizer) if cfg.tokenizer else path

@@ -19,6 +19,7 @@ HEAD_SUFFIX = {
     "question-answering": "ForQuestionAnswering",
     "token-classification": "ForTokenClassification",
     "masked-lm": "ForMaskedLM",
+    "multiple-choice": "ForMultipleChoice",
 }
 
 

@@ -33,7 +33,6 @@ def _label(method: str, recipe: Recipe) -> str:
 
 
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
-    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
@@ -52,6 +51,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     )
     from qtoolkit.runtime import TorchRunner
     from qtoolkit.tasks import get_task
+    from qtoolkit.tasks.inputs import model_input_batches
 
     unknown = [m for m in methods if m not in ("max", "percentile", "mse", "entropy")]
     if unknown or not methods:
@@ -74,9 +74,13 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     test = task.encode(
         loaded.tokenizer, test_ex, data_cfg.max_length, label_map_for(task, test_ex, model.config)
     )
-    calib_ex = read_data_examples(data_cfg.calib_file, data_cfg, recipe.calib.num_samples)
-    batches = tokenize_batches(
-        loaded.tokenizer, calib_ex, recipe.calib.batch_size, data_cfg.max_length
+    batches, num_calib = model_input_batches(
+        model_cfg.task,
+        loaded.tokenizer,
+        data_cfg.calib_file,
+        data_cfg,
+        recipe.calib.num_samples,
+        recipe.calib.batch_size,
     )
 
     def run_eval(description: str):
@@ -138,7 +142,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             "source_model": model_cfg.path,
             "calib": best_cfg.model_dump(mode="json", exclude={"output_dir"}),
             "calib_file": str(data_cfg.calib_file),
-            "num_samples": len(calib_ex),
+            "num_samples": num_calib,
             "selected_by": f"ptq sweep on {data_cfg.test_file} ({metric})",
         },
     )
@@ -148,7 +152,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         "task": model_cfg.task,
         "test_file": str(data_cfg.test_file),
         "num_test": len(test_ex),
-        "num_calib": len(calib_ex),
+        "num_calib": num_calib,
         "quant": recipe.quant.model_dump(mode="json"),
         "primary_metric": metric,
         "best_method": best["method"],

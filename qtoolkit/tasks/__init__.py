@@ -10,6 +10,7 @@ __all__ = ["TaskData", "get_task", "split_rows"]
 
 def get_task(name: str, **options):
     from qtoolkit.tasks.classification import SequenceClassificationTask
+    from qtoolkit.tasks.masked_lm import MaskedLMTask
     from qtoolkit.tasks.multiple_choice import MultipleChoiceTask
     from qtoolkit.tasks.question_answering import QuestionAnsweringTask
     from qtoolkit.tasks.token_classification import TokenClassificationTask
@@ -19,6 +20,7 @@ def get_task(name: str, **options):
         "question-answering": QuestionAnsweringTask,
         "token-classification": TokenClassificationTask,
         "multiple-choice": MultipleChoiceTask,
+        "masked-lm": MaskedLMTask,
     }
     if name not in tasks:
         raise QtoolError(

@@ -34,6 +34,7 @@ HEADS = {
     "token-classification": ("sentences", "conll", "f1"),
     "question-answering": ("sentences", "squad", "f1"),
     "multiple-choice": ("choices", "choices", "accuracy"),
+    "masked-lm": ("sentences", "sentences", "masked_accuracy"),
 }
 TAGS = ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-PER"]  # tiny_conll.txt, in label order
 

@@ -38,6 +38,7 @@ Task = Literal[
     "token-classification",
     "masked-lm",
     "multiple-choice",
+    "next-sentence-prediction",
 ]
 CalibMethod = Literal["max", "percentile", "mse", "entropy"]
 

@@ -42,6 +42,7 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "masked-lm": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
     "multiple-choice": ("logits",),
+    "next-sentence-prediction": ("logits",),
 }
 # Outputs with one value per token (a sequence axis) rather than one per example.
 _TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm", "question-answering")

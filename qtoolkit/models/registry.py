@@ -20,6 +20,7 @@ HEAD_SUFFIX = {
     "token-classification": "ForTokenClassification",
     "masked-lm": "ForMaskedLM",
     "multiple-choice": "ForMultipleChoice",
+    "next-sentence-prediction": "ForNextSentencePrediction",  # BERT only
 }
 
 

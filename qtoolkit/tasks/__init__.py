@@ -9,7 +9,10 @@ __all__ = ["TaskData", "get_task", "split_rows"]
 
 
 def get_task(name: str, **options):
-    from qtoolkit.tasks.classification import SequenceClassificationTask
+    from qtoolkit.tasks.classification import (
+        NextSentencePredictionTask,
+        SequenceClassificationTask,
+    )
     from qtoolkit.tasks.masked_lm import MaskedLMTask
     from qtoolkit.tasks.multiple_choice import MultipleChoiceTask
     from qtoolkit.tasks.question_answering import QuestionAnsweringTask
@@ -21,6 +24,7 @@ def get_task(name: str, **options):
         "token-classification": TokenClassificationTask,
         "multiple-choice": MultipleChoiceTask,
         "masked-lm": MaskedLMTask,
+        "next-sentence-prediction": NextSentencePredictionTask,
     }
     if name not in tasks:
         raise QtoolError(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qtoolkit.errors import QtoolError
 from qtoolkit.pipeline.calibrate import run_calibrate
 from qtoolkit.pipeline.evaluate import agreement, run_evaluate
 from qtoolkit.pipeline.export import export_checkpoint
@@ -35,6 +36,7 @@ HEADS = {
     "question-answering": ("sentences", "squad", "f1"),
     "multiple-choice": ("choices", "choices", "accuracy"),
     "masked-lm": ("sentences", "sentences", "masked_accuracy"),
+    "next-sentence-prediction": ("pairs", "pairs", "accuracy"),
 }
 TAGS = ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-PER"]  # tiny_conll.txt, in label order
 
@@ -48,12 +50,19 @@ def files(tmp_path_factory):
     labelled.write_text(
         "".join(json.dumps({"text": s, "label": i % 2}) + "\n" for i, s in enumerate(SENTENCES))
     )
+    pairs = folder / "pairs.jsonl"
+    rows = [
+        {"text": a, "text_b": b, "label": int(i % 2 == 1)}
+        for i, (a, b) in enumerate(zip(SENTENCES, SENTENCES[1:] + SENTENCES[:1], strict=True))
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     choices = folder / "choices.jsonl"
     choices.write_text("".join(json.dumps(r) + "\n" for r in CHOICES * 3))
     return {
         "sentences": sentences,
         "labelled": labelled,
         "choices": choices,
+        "pairs": pairs,
         "conll": DATA / "tiny_conll.txt",
         "squad": DATA / "tiny_squad.json",
     }
@@ -82,6 +91,10 @@ def test_head_calibrate_export_evaluate(task, tiny_dir, files, tmp_path):
             "export": {"num_samples": 8},
         }
     )
+    if task == "next-sentence-prediction" and "squeezebert" in str(tiny_dir):
+        with pytest.raises(QtoolError, match="not supported for squeezebert"):
+            run_calibrate(recipe)  # transformers has no SqueezeBERT NSP head
+        return
     outcome = run_calibrate(recipe)
     assert outcome.num_samples == 8 and not outcome.unused
     onnx_path = tmp_path / "export" / "model.onnx"

@@ -96,9 +96,16 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
         )
     for key, value in cfg.config_overrides.items():
         setattr(config, key, value)
-    if cfg.task in ("sequence-classification", "token-classification"):
-        config.num_labels = cfg.num_labels
     head_cls = spec.head_class(cfg.task)
+    # A checkpoint trained with this head (a fine-tuned one) keeps its label count and names
+    # unless num_labels is given explicitly (finetune sets it from the data); a different count
+    # re-initialises the head, which is reported in `newly_initialized`.
+    trained_head = not cfg.random_init and head_cls.__name__ in (config.architectures or [])
+    explicit = "num_labels" in cfg.model_fields_set
+    if cfg.task in ("sequence-classification", "token-classification") and (
+        explicit or not trained_head
+    ):
+        config.num_labels = cfg.num_labels
 
     newly_initialized: list[str] = []
     torch.manual_seed(seed)  # fresh heads and random-init models are reproducible

@@ -108,3 +108,34 @@ def test_head_calibrate_export_evaluate(task, tiny_dir, files, tmp_path):
     assert 0.0 <= ort.metrics[metric] <= 100.0 and ort.num_examples == fake.num_examples > 0
     # The validated export predicts what the fake-quant model predicts.
     assert agreement(ort.predictions, fake.predictions) >= 0.8
+
+
+def test_token_classification_finetune_and_qat(tiny_bert_dir, files, tmp_path):
+    from qtoolkit.pipeline.finetune import run_finetune
+    from qtoolkit.pipeline.qat import run_qat
+
+    conll = str(files["conll"])
+    recipe = Recipe.model_validate(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "model": {"path": str(tiny_bert_dir), "task": "token-classification"},
+            "data": {
+                "train_file": conll,
+                "eval_file": conll,
+                "calib_file": str(files["sentences"]),
+                "max_length": 32,
+            },
+            "finetune": {"max_steps": 2, "batch_size": 4},
+            "calib": {"method": "max", "num_samples": 8, "batch_size": 4},
+            "qat": {"max_steps": 2, "batch_size": 4, "save_every_steps": None},
+        }
+    )
+    ft = run_finetune(recipe)
+    assert ft.primary_metric == "f1" and ft.steps == 2
+    qat = run_qat(recipe)
+    assert qat.calibrated_now and qat.primary_metric == "f1"
+    onnx_path = tmp_path / "export" / "model.onnx"
+    result = export_checkpoint(qat.output_dir, onnx_path, recipe)
+    assert result.validation.passed and result.violations == []
+    ort = run_evaluate(onnx_path, recipe, files["conll"])
+    assert ort.task == "token-classification" and 0.0 <= ort.metrics["f1"] <= 1.0

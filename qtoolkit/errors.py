@@ -1,6 +1,10 @@
-"""The one exception type the CLI turns into a one-line message."""
+"""The exception types the CLI turns into a one-line message, and the words for OS errors."""
 
-__all__ = ["QtoolError"]
+from __future__ import annotations
+
+import errno
+
+__all__ = ["Interrupted", "QtoolError", "describe_os_error"]
 
 
 class QtoolError(Exception):
@@ -9,3 +13,33 @@ class QtoolError(Exception):
     Library code raises this for anything a user can fix (a wrong path, a bad recipe key, an empty
     dataset). The CLI prints ``error: <message>`` and exits non-zero, without a traceback.
     """
+
+
+class Interrupted(Exception):  # noqa: N818 - it is what the user did, not a failure of ours
+    """Ctrl-C during a stage that can say what to do next (e.g. how to resume); the CLI prints
+    ``interrupted: <message>`` and exits 130."""
+
+
+# What to do about the OS errors a user can cause or fix.
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space or write somewhere else",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or write somewhere else",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.EACCES: "permission denied: fix the permissions or use another path",
+    errno.EPERM: "operation not permitted: fix the permissions or use another path",
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.ENOTDIR: "a part of the path is not a directory: check the path",
+    errno.EISDIR: "it is a directory: give a file",
+    errno.EEXIST: "it already exists: remove it or use another path",
+    errno.ENAMETOOLONG: "the name is too long: use a shorter path",
+    errno.EIO: "input/output error: check the disk",
+}
+
+
+def describe_os_error(exc: OSError, path: object = None) -> str:
+    """One line for an OSError: the path it concerns, then what happened and what to do."""
+    where = exc.filename if exc.filename is not None else path
+    what = _ADVICE.get(exc.errno or -1) or (exc.strerror or str(exc) or type(exc).__name__)
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {what}" if where is not None else what

@@ -37,6 +37,8 @@ __all__ = [
     "MARKER",
     "WEIGHTS",
     "Kind",
+    "add_files",
+    "check_not_inputs",
     "check_output_dir",
     "check_output_file",
     "finetuned_source",
@@ -160,6 +162,16 @@ def record_files(folder: Path) -> None:
     write_json(folder / MARKER, {**manifest, "files": files})
 
 
+def add_files(folder: Path, names: Iterable[str]) -> None:
+    """Add files written into `folder` after its manifest (e.g. `qtool run`'s stamp) to the
+    manifest's list, so they count as qtool's own when the folder is replaced."""
+    manifest = try_read_manifest(folder)
+    if manifest is None or manifest.get("files") is None:
+        return
+    files = sorted({*manifest["files"], *names})
+    write_json(folder / MARKER, {**manifest, "files": files})
+
+
 # --- what is this path? ----------------------------------------------------------------------
 
 
@@ -231,6 +243,12 @@ def _check_not_inputs(target: Path, inputs: Iterable[str | Path | None], is_dir:
             raise QtoolError(
                 f"output {target} holds the input {item} and would delete it; choose another output"
             )
+
+
+def check_not_inputs(target: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """An output folder that is not an artifact (e.g. a report folder) must still not be, hold
+    or lie inside an input."""
+    _check_not_inputs(Path(target), inputs, is_dir=True)
 
 
 def check_output_dir(

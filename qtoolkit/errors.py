@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["Interrupted", "QtoolError", "describe_os_error"]
+__all__ = ["Interrupted", "QtoolError", "describe_os_error", "write_failed"]
 
 
 class QtoolError(Exception):
@@ -43,3 +43,25 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"
     return f"{where}: {what}" if where is not None else what
+
+
+def write_failed(path: object, exc: BaseException) -> QtoolError:
+    """One line for a failed write whose library hides the OSError (torch.save says "unexpected
+    pos 75840 vs 75734" on a full disk, safetensors "IoError(...)"): name the path and, when the
+    disk is (nearly) full, say so."""
+    import shutil
+    from pathlib import Path
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return QtoolError(describe_os_error(exc, path))
+    folder = Path(str(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        full = shutil.disk_usage(folder).free < 16 * 2**20
+    except OSError:
+        full = False
+    if full:
+        return QtoolError(f"{path}: {_ADVICE[errno.ENOSPC]}")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return QtoolError(f"{path}: could not be written ({first}); check the disk and the path")

@@ -16,6 +16,7 @@ __all__ = [
     "RecipeOpt",
     "SetOpt",
     "build_recipe",
+    "check_limit",
     "handle_errors",
     "int_list",
     "shape",
@@ -110,6 +111,12 @@ def show(outcome: Any, *args: Any, highlight: bool | None = None) -> None:
         console.print(outcome.summary(*args))
     else:
         console.print(outcome.summary(*args), highlight=highlight)
+
+
+def check_limit(limit: int | None, option: str = "--limit") -> None:
+    """A limit on examples counts at least one (0 used to evaluate one example)."""
+    if limit is not None and limit < 1:
+        raise QtoolError(f"{option} must be >= 1, not {limit}")
 
 
 def shape(value: str | None) -> list[int] | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtoolkit.artifacts import Kind, check_output_dir
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
@@ -57,6 +58,9 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
     cfg, data_cfg = recipe.finetune, recipe.data
     if data_cfg.train_file is None or data_cfg.eval_file is None:
         raise QtoolError("fine-tuning needs data.train_file and data.eval_file")
+    out_dir = recipe.stage_dir("finetuned")
+    inputs = (recipe.model.path, recipe.model.tokenizer, data_cfg.train_file, data_cfg.eval_file)
+    check_output_dir(out_dir, Kind.FLOAT, inputs)  # before any work
     task = stage_task(recipe)
     train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
     label2id = task.label_map(train_ex)
@@ -73,7 +77,6 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
     evaluator = split_evaluator(
         recipe, task, loaded.tokenizer, data_cfg.eval_file, label2id=label2id, device=device
     )
-    out_dir = recipe.stage_dir("finetuned")
 
     def save_best(m, record: dict[str, Any]) -> None:
         save_float_checkpoint(
@@ -89,6 +92,7 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
                 "train_file": str(data_cfg.train_file),
                 "num_train": len(train_ex),
             },
+            inputs,
         )
 
     settings = TrainSettings.from_config(cfg, recipe.seed, device)

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.textfiles import read_utf8
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.tasks.metrics import squad_em_f1
+from qtoolkit.textfiles import read_utf8
 
 __all__ = ["QuestionAnsweringTask", "QAExample", "read_squad"]
 

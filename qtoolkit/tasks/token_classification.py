@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.textfiles import read_utf8
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.tasks.metrics import entity_f1
+from qtoolkit.textfiles import read_utf8
 
 __all__ = ["TokenClassificationTask", "read_conll"]
 

@@ -42,10 +42,16 @@ def save_float_checkpoint(
     model, tokenizer, out_dir: Path, info: dict[str, Any], inputs: tuple = ()
 ) -> None:
     """A plain Hugging Face checkpoint (usable as model.path) plus qtool's manifest."""
+    from safetensors import SafetensorError
+
     from qtoolkit.artifacts import Kind, write_manifest, writing_dir
+    from qtoolkit.errors import write_failed
 
     with writing_dir(out_dir, Kind.FLOAT, inputs) as tmp:
-        model.save_pretrained(tmp)
+        try:
+            model.save_pretrained(tmp)
+        except SafetensorError as exc:  # a full disk, in safetensors' words
+            raise write_failed(out_dir / "model.safetensors", exc) from None
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, Kind.FLOAT, **info)
 

@@ -115,8 +115,9 @@ STAGE_KINDS = {
 
 def check_stage_outputs(recipe: Recipe, names: list[str]) -> None:
     """Before the first stage runs: no stage may write over an input (model, tokenizer, data
-    files), over an output of another kind, or into a folder another kind of stage writes.
-    (Each stage also checks its own folder fully, foreign files included, before its work.)"""
+    files), over a qtool output of another kind, or into a folder another kind of stage writes.
+    (Each stage checks its own folder fully, a user's folder or files included, before its own
+    work.)"""
     d = recipe.data
     inputs = [recipe.model.path, recipe.model.tokenizer]
     inputs += [d.calib_file, d.train_file, d.eval_file, d.test_file]
@@ -133,5 +134,6 @@ def check_stage_outputs(recipe: Recipe, names: list[str]) -> None:
                 "output_dir settings"
             )
         check_not_inputs(folder, inputs)
-        if kind_of(folder) is not kind:
+        found = kind_of(folder)
+        if found is not None and found is not kind:  # a qtool output of another kind
             check_output_dir(folder, kind)

@@ -85,8 +85,11 @@ def save_train_state(state_dir: str | Path, state: dict[str, Any]) -> Path:
     try:
         with atomic_file(target) as tmp:
             torch.save({"version": STATE_VERSION, **state}, tmp)
-    except (OSError, RuntimeError) as exc:  # torch hides a full disk in a RuntimeError
-        raise write_failed(target, exc) from None
+    except (OSError, RuntimeError, QtoolError) as exc:  # torch hides a full disk
+        # The previous state, if any, is intact (atomic write); a new empty folder goes.
+        if not any(state_dir.iterdir()):
+            state_dir.rmdir()
+        raise (exc if isinstance(exc, QtoolError) else write_failed(target, exc)) from None
     info = {
         k: state[k]
         for k in ("epoch", "position", "step", "total", "best_metric", "best_epoch")

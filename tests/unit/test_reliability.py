@@ -145,8 +145,8 @@ def _cal(i: Path, model: str = "bert", *extra) -> list:
 
 # (case id, argv from the inputs folder and a fresh output folder, fragments of the error line).
 # `{i}`-relative paths keep the table readable; the closing note's table is generated from it.
-CASES = [
-    # --- write rules: refused before any work ---
+WRITE_RULES = [
+    # --- write rules: refused before any work (loading a model fails these tests) ---
     (
         "calibrate -o a fine-tuned checkpoint",
         lambda i, o: _cal(i, "bert", "-o", i / "finetuned"),
@@ -295,6 +295,8 @@ CASES = [
         lambda i, o: ["run", _recipe(o, i, f"calib:\n  output_dir: {i / 'bert'}\n")],
         ["would overwrite the input", "bert"],
     ),
+]
+CASES = WRITE_RULES + [
     # --- finite checks ---
     (
         "calibrate a checkpoint with NaN weights",
@@ -540,6 +542,26 @@ def _recipe(out: Path, i: Path, extra: str = "") -> Path:
     return path
 
 
+def _no_work(monkeypatch) -> None:
+    """Make every way a command starts its work (loading a model or checkpoint, opening a
+    benchmark target, running a stage) fail, so a refusal is known to come first."""
+    import qtoolkit.bench.backends as backends
+    import qtoolkit.models as models
+    import qtoolkit.pipeline.stages as stages
+    import qtoolkit.quant as quant
+    import qtoolkit.runtime.targets as targets
+
+    def work_started(*args, **kwargs):
+        raise AssertionError("the work started before the output was checked")
+
+    monkeypatch.setattr(models, "load_model", work_started)
+    monkeypatch.setattr(quant, "load_quantized", work_started)
+    monkeypatch.setattr(targets, "open_target", work_started)
+    monkeypatch.setattr(backends, "open_backend", work_started)
+    for name in stages.DEFAULT_STAGES:
+        monkeypatch.setitem(stages.DEFAULT_STAGES, name, work_started)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_refuses_clearly_with_inputs_intact(case, intact, tmp_path, monkeypatch):
     import qtoolkit.data.prepare as prepare
@@ -548,6 +570,8 @@ def test_refuses_clearly_with_inputs_intact(case, intact, tmp_path, monkeypatch)
         raise AssertionError("downloaded before checking the output")
 
     monkeypatch.setattr(prepare, "_fetch_sdist", no_download)
+    if case in WRITE_RULES:
+        _no_work(monkeypatch)
     _, argv, fragments = case
     _refused(_run(*argv(intact, tmp_path)), *fragments)
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "recipe.yaml"]

@@ -37,6 +37,8 @@ __all__ = [
     "MARKER",
     "WEIGHTS",
     "Kind",
+    "add_files",
+    "check_not_inputs",
     "check_output_dir",
     "check_output_file",
     "finetuned_source",
@@ -160,6 +162,16 @@ def record_files(folder: Path) -> None:
     write_json(folder / MARKER, {**manifest, "files": files})
 
 
+def add_files(folder: Path, names: Iterable[str]) -> None:
+    """Add files written into `folder` after its manifest (e.g. `qtool run`'s stamp) to the
+    manifest's list, so they count as qtool's own when the folder is replaced."""
+    manifest = try_read_manifest(folder)
+    if manifest is None or manifest.get("files") is None:
+        return
+    files = sorted({*manifest["files"], *names})
+    write_json(folder / MARKER, {**manifest, "files": files})
+
+
 # --- what is this path? ----------------------------------------------------------------------
 
 
@@ -233,12 +245,34 @@ def _check_not_inputs(target: Path, inputs: Iterable[str | Path | None], is_dir:
             )
 
 
+def _check_writable(target: Path) -> None:
+    """The output's nearest existing folder must be writable (a read-only disk, a folder without
+    permission): found now, not after the work."""
+    import os
+
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise QtoolError(
+            f"output {target}: {folder} is not writable (read-only file system or no "
+            "permission); write somewhere else"
+        )
+
+
+def check_not_inputs(target: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """An output folder that is not an artifact (e.g. a report folder) must still not be, hold
+    or lie inside an input."""
+    _check_not_inputs(Path(target), inputs, is_dir=True)
+
+
 def check_output_dir(
     target: str | Path, kind: Kind, inputs: Iterable[str | Path | None] = ()
 ) -> None:
     """Refuse, before any work, an output folder that would destroy something."""
     target = Path(target)
     _check_not_inputs(target, inputs, is_dir=True)
+    _check_writable(target)
     if not target.exists():
         return
     if not target.is_dir():
@@ -287,6 +321,7 @@ def check_output_file(
     """A single output file may be new, or replace a file of its own kind; never an input."""
     target = Path(target)
     _check_not_inputs(target, inputs, is_dir=False)
+    _check_writable(target)
     if target.is_dir():
         raise QtoolError(f"output {target} is a directory; give a file name")
     parent_kind = kind_of(target.parent)

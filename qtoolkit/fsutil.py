@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qtoolkit.errors import QtoolError
+from qtoolkit.errors import QtoolError, describe_os_error
 
 __all__ = ["atomic_dir", "atomic_file", "write_json"]
 
@@ -26,11 +26,17 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise QtoolError(f"output {target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise QtoolError(describe_os_error(_named(exc, None, target), target)) from None
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an output gets the usual permissions
     try:
         yield tmp
+    except OSError as exc:  # a full or read-only disk: name the output, not the temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise QtoolError(describe_os_error(_named(exc, tmp, target), target)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -47,16 +53,31 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; it is renamed to `target` on success."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise QtoolError(describe_os_error(_named(exc, None, target), target)) from None
     os.close(fd)
     tmp = Path(name)
     tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        raise QtoolError(describe_os_error(_named(exc, tmp, target), target)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _named(exc: OSError, tmp: Path | None, target: Path) -> OSError:
+    """The OSError with the user's output path in place of the temporary one."""
+    name = str(exc.filename) if exc.filename is not None else None
+    if name is None or tmp is None:
+        return OSError(exc.errno, exc.strerror, str(target))
+    if name.startswith(str(tmp)):
+        name = str(target) + name[len(str(tmp)) :]
+    return OSError(exc.errno, exc.strerror, name)
 
 
 def _umask() -> int:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qtoolkit.errors import QtoolError
+from qtoolkit.recipe_io import bool_for_number, parse_override, read_recipe_file, set_override
 
 __all__ = [
     "RECIPE_VERSION",
@@ -43,7 +44,15 @@ Task = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No unknown keys, no inf/nan floats, no `true` for a number (pydantic would take it as 1).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info) -> Any:
+        if bool_for_number(cls.model_fields[info.field_name].annotation, value):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -349,71 +358,39 @@ class Recipe(_Strict):
         return Path(explicit) if explicit is not None else self.output_dir / stage
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _format_validation_error(err: ValidationError, source: str, overrides: list[str]) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
+    given = [o for o in overrides if o.partition("=")[0].strip() in (loc, loc.rpartition(".")[0])]
+    if given:  # the bad value came from the command line, not from the file
+        source = f"override '{given[-1]}'"
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
     return f"{source}: '{loc}': {first['msg']}"
 
 
+# Recipe fields that are sections: an override sets their keys, never the whole of one.
+_SECTIONS = frozenset(
+    name
+    for name, f in Recipe.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+)
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
     """Load a YAML recipe (or the defaults when `path` is None) and apply `key=value` overrides."""
-    import yaml
-
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise QtoolError(f"recipe not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise QtoolError(f"{path}: not valid YAML{where}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise QtoolError(
-                f"{path}: a recipe must be a mapping of sections, not {type(loaded).__name__}"
-            )
-        data = loaded
+    data: dict[str, Any] = read_recipe_file(path) if path is not None else {}
     for item in overrides or []:
-        key, value = parse_override(item)
-        apply_overrides(data, {key: value})
+        set_override(data, *parse_override(item), sections=_SECTIONS)
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise QtoolError(_format_validation_error(err, source)) from None
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """Parse `section.key=value`; the value is read as YAML (numbers, booleans, lists)."""
-    import yaml
-
-    if "=" not in item:
-        raise QtoolError(f"override '{item}' must look like section.key=value")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+        source = str(path) if path is not None else "defaults"
+        raise QtoolError(_format_validation_error(err, source, overrides or [])) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Set dotted keys in a nested dict; None values are skipped (an unset CLI flag)."""
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        parts = dotted.split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise QtoolError(f"override '{dotted}': '{part}' is not a section")
-            node = child
-        node[parts[-1]] = str(value) if isinstance(value, Path) else value
+        if value is not None:
+            set_override(data, dotted, value, _SECTIONS)

@@ -10,12 +10,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from qtoolkit.errors import QtoolError
+from qtoolkit.errors import Interrupted, QtoolError, describe_os_error
 
 __all__ = [
     "RecipeOpt",
     "SetOpt",
     "build_recipe",
+    "check_limit",
     "handle_errors",
     "int_list",
     "shape",
@@ -42,8 +43,17 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _interrupted(hint: str = "") -> typer.Exit:
+    from qtoolkit.ui import err_console
+
+    text = "[bold yellow]interrupted[/bold yellow]" + (f": {hint}" if hint else "")
+    err_console.print(text, highlight=False, soft_wrap=True)
+    return typer.Exit(130)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn QtoolError (and anything unexpected) into one line on stderr and a non-zero exit."""
+    """Turn QtoolError, OS errors, Ctrl-C (and anything unexpected) into one line on stderr and
+    a non-zero exit."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -51,8 +61,16 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except QtoolError as exc:
             raise _fail(str(exc)) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort):
             raise
+        except Interrupted as exc:
+            raise _interrupted(str(exc)) from None
+        except KeyboardInterrupt:
+            raise _interrupted() from None
+        except OSError as exc:  # a full or read-only disk, a permission, a vanished file
+            if os.environ.get("QTOOL_DEBUG"):
+                raise
+            raise _fail(describe_os_error(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the one place that catches everything
             if os.environ.get("QTOOL_DEBUG"):
                 raise
@@ -93,6 +111,12 @@ def show(outcome: Any, *args: Any, highlight: bool | None = None) -> None:
         console.print(outcome.summary(*args))
     else:
         console.print(outcome.summary(*args), highlight=highlight)
+
+
+def check_limit(limit: int | None, option: str = "--limit") -> None:
+    """A limit on examples counts at least one (0 used to evaluate one example)."""
+    if limit is not None and limit < 1:
+        raise QtoolError(f"{option} must be >= 1, not {limit}")
 
 
 def shape(value: str | None) -> list[int] | None:

@@ -71,20 +71,31 @@ def export_onnx_cmd(
 def check_onnx_cmd(
     model: Annotated[Path, typer.Argument(help="An ONNX model.")],
     recipe: RecipeOpt = None,
+    allow_float: Annotated[
+        bool, typer.Option("--allow-float", help="Check a model without Q/DQ nodes too.")
+    ] = False,
     sets: SetOpt = None,
 ) -> None:
     """Check an ONNX model against TensorRT's explicit-quantization rules (static, no TensorRT).
 
     Reports every violation per node and exits 1 if there is any. Which GEMM inputs and residual
-    adds must be quantized comes from the model's qtoolkit metadata, else from the recipe.
+    adds must be quantized comes from the model's qtoolkit metadata, else from the recipe. A
+    model with no Q/DQ node at all is refused as "not quantized" unless --allow-float is given.
     """
     from qtoolkit.export import check_onnx, format_violations
+    from qtoolkit.export.check import has_qdq, load_onnx
     from qtoolkit.ui import console
 
     if not model.is_file():
         raise QtoolError(f"ONNX model not found: {model}")
     quant_cfg = build_recipe(recipe, sets, {}).quant if (recipe or sets) else None
-    violations = check_onnx(model, quant_cfg)
+    proto = load_onnx(model)
+    if not has_qdq(proto) and not allow_float:
+        raise QtoolError(
+            f"{model} is not quantized (no QuantizeLinear/DequantizeLinear nodes), so TensorRT "
+            "would build it in float; export a calibrated checkpoint, or pass --allow-float"
+        )
+    violations = check_onnx(proto, quant_cfg)
     console.print(format_violations(violations), highlight=False)
     if violations:
         raise typer.Exit(1)

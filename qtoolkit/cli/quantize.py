@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from qtoolkit.cli.common import RecipeOpt, SetOpt, build_recipe, handle_errors, show
+from qtoolkit.cli.common import (
+    RecipeOpt,
+    SetOpt,
+    build_recipe,
+    check_limit,
+    handle_errors,
+    show,
+)
 from qtoolkit.errors import QtoolError
 
 __all__ = ["calibrate", "ptq_sweep", "sensitivity", "qat", "inspect"]
@@ -103,13 +110,18 @@ def sensitivity(
     Groups are roles (e.g. every layer's GELU output) or layers. Use the worst groups in
     quant.skip, or fix them with QAT.
     """
+    from qtoolkit.artifacts import Kind, check_output_file
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.sensitivity import run_sensitivity
     from qtoolkit.ui import console
 
     if by not in ("role", "layer"):
         raise QtoolError(f"--by must be role or layer, not '{by}'")
+    check_limit(limit)
     r = build_recipe(recipe, sets, {})
+    if output is not None:  # before any work: never over an input or a file of another kind
+        data_file = data or r.data.eval_file or r.data.test_file
+        check_output_file(output, Kind.METRICS, (checkpoint, data_file, recipe))
     outcome = run_sensitivity(checkpoint, r, data, limit, by)
     show(outcome)
     if output is not None:

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from qtoolkit.cli.common import RecipeOpt, SetOpt, build_recipe, handle_errors, show
+from qtoolkit.cli.common import (
+    RecipeOpt,
+    SetOpt,
+    build_recipe,
+    check_limit,
+    handle_errors,
+    show,
+)
 
 __all__ = ["data_prepare", "finetune", "evaluate", "data_app"]
 
@@ -98,11 +105,16 @@ def evaluate(
     sets: SetOpt = None,
 ) -> None:
     """Evaluate a task on an fp32 or quantized checkpoint, or an ONNX model (ONNX Runtime)."""
+    from qtoolkit.artifacts import Kind, check_output_file
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.evaluate import run_evaluate
     from qtoolkit.ui import console
 
+    check_limit(limit)
     r = build_recipe(recipe, sets, {})
+    if output is not None:  # before any work: never over an input or a file of another kind
+        inputs = (target, data or r.data.test_file, compare_to, recipe)
+        check_output_file(output, Kind.METRICS, inputs)
     outcome = run_evaluate(target, r, data, limit, threads=threads)
     if compare_to is not None:
         outcome.compare_with(compare_to)

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtoolkit.artifacts import Kind, write_manifest, writing_dir
+from qtoolkit.artifacts import Kind, check_output_dir, write_manifest, writing_dir
 from qtoolkit.errors import QtoolError
 
 __all__ = ["DATASETS", "prepare_dataset", "RT_SPLITS"]
@@ -94,7 +94,7 @@ def prepare_rt_sentiment(out_dir: Path, seed: int, cache: Path | None) -> Prepar
         raise QtoolError(f"expected at least {need} rated sentences, found {len(labelled)}")
     random.Random(seed).shuffle(labelled)
     counts, start = {}, 0
-    with writing_dir(out_dir, Kind.DATASET) as tmp_dir:
+    with writing_dir(out_dir, Kind.DATASET, inputs=(cache,)) as tmp_dir:
         for split, n in RT_SPLITS.items():
             part = labelled[start : start + n]
             start += n
@@ -127,4 +127,5 @@ def prepare_dataset(
 ) -> Prepared:
     if name not in DATASETS:
         raise QtoolError(f"unknown dataset '{name}' (available: {', '.join(DATASETS)})")
+    check_output_dir(out_dir, Kind.DATASET, inputs=(cache,))  # before the download
     return DATASETS[name](Path(out_dir), seed, cache)

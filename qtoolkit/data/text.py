@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qtoolkit.errors import QtoolError
+from qtoolkit.textfiles import read_utf8
 
 __all__ = ["TextExample", "read_data_examples", "read_text_examples"]
 
@@ -58,9 +60,11 @@ def read_text_examples(
     path = Path(path)
     if not path.is_file():
         raise QtoolError(f"data file not found: {path}")
+    if limit is not None and limit < 1:
+        raise QtoolError(f"limit must be >= 1, not {limit}")
     suffix = path.suffix.lower()
     examples: list[TextExample] = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         if suffix in (".jsonl", ".json"):
             for lineno, line in enumerate(f, 1):
                 if not line.strip():

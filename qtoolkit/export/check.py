@@ -35,7 +35,15 @@ from qtoolkit.quant.roles import ADD_LOCAL, ADD_RESIDUAL, QUANTIZER_ATTRS
 if TYPE_CHECKING:
     from qtoolkit.recipe import QuantConfig
 
-__all__ = ["RULES", "Violation", "check_onnx", "check_model_proto", "format_violations"]
+__all__ = [
+    "RULES",
+    "Violation",
+    "check_onnx",
+    "check_model_proto",
+    "format_violations",
+    "has_qdq",
+    "load_onnx",
+]
 
 RULES = {
     "opset-below-13": "default-domain opset is below 13",
@@ -91,17 +99,34 @@ def check_onnx(
 
     `quant_cfg` (a `QuantConfig`) says which GEMM inputs and residual Adds must be quantized.
     """
-    from qtoolkit.errors import QtoolError
 
     if not isinstance(model, onnx.ModelProto):
-        path = Path(model)
-        if not path.is_file():
-            raise QtoolError(f"ONNX model not found: {path}")
-        try:
-            model = onnx.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-            raise QtoolError(f"{path} is not a readable ONNX model: {exc}") from None
+        model = load_onnx(model)
     return check_model_proto(model, quant_cfg if quant_cfg is not None else _metadata_cfg(model))
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """An ONNX model from a file; one line if the file is missing, empty or not ONNX."""
+    from qtoolkit.errors import QtoolError
+
+    path = Path(path)
+    if not path.is_file():
+        raise QtoolError(f"ONNX model not found: {path}")
+    if path.stat().st_size == 0:
+        raise QtoolError(f"{path} is empty (0 bytes), not an ONNX model; export it again")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise QtoolError(f"{path} is not a readable ONNX model: {first}") from None
+    if not model.graph.node or not model.ir_version:
+        raise QtoolError(f"{path} is not an ONNX model (it has no graph); export it again")
+    return model
+
+
+def has_qdq(model: onnx.ModelProto) -> bool:
+    """Whether the graph holds any QuantizeLinear/DequantizeLinear node."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
 def _metadata_cfg(model: onnx.ModelProto) -> QuantConfig | None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qtoolkit.errors import QtoolError
+from qtoolkit.finite import check_finite_outputs
 
 if TYPE_CHECKING:
     from torch import nn
@@ -319,6 +320,7 @@ def validate_onnx(
             feed = _feed(session, batch)
             got = session.run(names, feed)
             ref = _torch_outputs(torch_model, batch, names)
+            check_finite_outputs(dict(zip(names, ref, strict=True)), "PyTorch (validation)")
             mask = feed.get("attention_mask", np.ones_like(feed["input_ids"]))
             for name, r, g in zip(names, ref, got, strict=True):
                 diff, batch_counts = _compare(r, g, mask, per_token[name], atol)

@@ -8,12 +8,30 @@ from pathlib import Path
 from typing import Any
 
 from qtoolkit.errors import QtoolError
+from qtoolkit.finite import check_finite_weights
 from qtoolkit.models.registry import ArchSpec, spec_for_config
 from qtoolkit.recipe import ModelConfig
 
-__all__ = ["LoadedModel", "load_model", "resolve_model_ref", "quiet_transformers"]
+__all__ = [
+    "LoadedModel",
+    "corrupt_weights",
+    "load_model",
+    "load_tokenizer",
+    "resolve_model_ref",
+    "quiet_transformers",
+]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+# Without one of these, transformers builds a tokenizer with a 5-token vocabulary (every word
+# becomes [UNK]) instead of failing.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 @dataclass
@@ -72,7 +90,7 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
     if not cfg.path:
         raise QtoolError("no model given: set model.path in the recipe or pass --model")
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     quiet_transformers()
     path = resolve_model_ref(cfg.path)
@@ -117,23 +135,56 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
                 f"no weights in {path} (expected model.safetensors); set model.random_init: true "
                 "to build the model from its config"
             )
-        model, info = head_cls.from_pretrained(
-            path,
-            config=config,
-            local_files_only=True,
-            attn_implementation="eager",
-            output_loading_info=True,
-            # A head of another shape (2 labels -> 1 score per choice) is re-initialised and
-            # reported like a missing one, instead of failing deep inside transformers.
-            ignore_mismatched_sizes=True,
-        )
+        from safetensors import SafetensorError
+
+        try:
+            model, info = head_cls.from_pretrained(
+                path,
+                config=config,
+                local_files_only=True,
+                attn_implementation="eager",
+                output_loading_info=True,
+                # A head of another shape (2 labels -> 1 score per choice) is re-initialised and
+                # reported like a missing one, instead of failing deep inside transformers.
+                ignore_mismatched_sizes=True,
+            )
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+            raise corrupt_weights(exc, path) from None
         mismatched = [m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])]
         newly_initialized = sorted({*info.get("missing_keys", []), *mismatched})
+        check_finite_weights(model, path)
     model.eval()
 
-    tok_path = resolve_model_ref(cfg.tokenizer) if cfg.tokenizer else path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, local_files_only=True)
-    except (ValueError, OSError) as exc:
-        raise QtoolError(f"no usable tokenizer in {tok_path}: {str(exc).splitlines()[0]}") from None
+    if cfg.tokenizer:
+        tokenizer = load_tokenizer(resolve_model_ref(cfg.tokenizer))
+    else:
+        hint = "; set model.tokenizer to a folder (or package:NAME) holding the tokenizer"
+        tokenizer = load_tokenizer(path, hint)
     return LoadedModel(model, tokenizer, spec, path, newly_initialized)
+
+
+def load_tokenizer(path: Path, hint: str = "") -> Any:
+    """The tokenizer saved in `path`; refused (with `hint`) when it has no tokenizer files."""
+    from transformers import AutoTokenizer
+
+    if not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        raise QtoolError(f"{path} has no tokenizer (no tokenizer.json or vocab.txt){hint}")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (ValueError, OSError) as exc:
+        raise QtoolError(f"no usable tokenizer in {path}: {str(exc).splitlines()[0]}") from None
+
+
+def corrupt_weights(exc: BaseException, path: Path) -> QtoolError:
+    """One line for a weights file that cannot be read (truncated, not safetensors, ...)."""
+    from qtoolkit.errors import describe_os_error
+
+    if isinstance(exc, QtoolError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return QtoolError(describe_os_error(exc, path))
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return QtoolError(
+        f"{path}: the weights cannot be read ({first}); the file is truncated or corrupt: "
+        "copy or save the checkpoint again"
+    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtoolkit.artifacts import Kind, check_output_dir
 from qtoolkit.bench.targets import BenchTarget
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
@@ -182,6 +183,10 @@ def run_benchmark(
         raise QtoolError("nothing to benchmark: bench.backends is empty and no target was given")
     if len(set(names)) != len(names):
         raise QtoolError(f"benchmark target names must be unique: {names}")
+    out_dir = recipe.stage_dir("bench")
+    # Before any timing: the report folder must be replaceable and hold none of the targets.
+    inputs = [t.path for t in targets] + [recipe.data.test_file, recipe.data.calib_file]
+    check_output_dir(out_dir, Kind.BENCH, inputs)
     device = resolve_device(cfg.device)
     shapes = [(b, s) for s in cfg.seq_lengths for b in cfg.batch_sizes]
     do_accuracy = cfg.accuracy and recipe.data.test_file is not None
@@ -251,7 +256,6 @@ def run_benchmark(
             return False
         return True
 
-    out_dir = recipe.stage_dir("bench")
     write_results(out_dir, results, plot)
     return BenchOutcome(
         output_dir=out_dir,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtoolkit.artifacts import Kind, check_output_dir
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import CalibConfig, Recipe
 
@@ -55,8 +56,12 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
 
     if recipe.data.calib_file is None:
         raise QtoolError("no calibration data: set data.calib_file or pass --calib-file")
-    device = resolve_device(recipe.calib.device)
     model_cfg, notices = quant_source(recipe)
+    out_dir = recipe.stage_dir("calibrated")
+    # Before any work: the output must be replaceable and hold none of the inputs.
+    inputs = (model_cfg.path, model_cfg.tokenizer, recipe.data.calib_file)
+    check_output_dir(out_dir, Kind.QUANTIZED, inputs)
+    device = resolve_device(recipe.calib.device)
     loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:
         notices.append(
@@ -83,12 +88,12 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     start = time.perf_counter()
     result = calibrate(model, batch_forward_loop(batches, device), recipe.calib)
     seconds = time.perf_counter() - start
-    out_dir = recipe.stage_dir("calibrated")
     save_quantized(
         model,
         loaded.tokenizer,
         out_dir,
         recipe.quant,
+        inputs=inputs,
         info={
             "stage": "calibrated",
             "source_model": model_cfg.path,

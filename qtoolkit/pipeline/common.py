@@ -101,10 +101,12 @@ def split_evaluator(
 ) -> Evaluator:
     """Read `data_file` for `task`, map labels to the model's ids (`config`, unless `label2id`
     is given) and tokenize it with the model's tokenizer."""
-    from qtoolkit.tasks.evaluation import label_map_for
+    from qtoolkit.tasks.evaluation import check_known_labels, label_map_for
 
     examples = task.read(data_file, recipe.data, limit)
     if label2id is None:
-        label2id = label_map_for(task, examples, config)
+        label2id = label_map_for(task, examples, config, data_file)
+    else:
+        check_known_labels(task, examples, label2id, data_file)
     data = task.encode(tokenizer, examples, recipe.data.max_length, label2id)
     return Evaluator(task, data, len(examples), batch_size or recipe.data.eval_batch_size, device)

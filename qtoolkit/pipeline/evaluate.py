@@ -82,7 +82,10 @@ def run_evaluate(
     tgt = open_target(target, recipe, device, threads)
     task = stage_task(recipe, tgt.task_name)
     evaluator = split_evaluator(recipe, task, tgt.tokenizer, data_file, tgt.config, limit=limit)
-    metrics, predictions, seconds = evaluator.run(tgt.runner, "evaluating")
+    try:
+        metrics, predictions, seconds = evaluator.run(tgt.runner, "evaluating")
+    except QtoolError as exc:  # e.g. non-finite logits: say which model
+        raise QtoolError(f"{target}: {exc}") from None
     return EvalOutcome(
         target=str(target),
         backend=tgt.kind,

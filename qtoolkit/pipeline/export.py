@@ -9,7 +9,7 @@ from qtoolkit.artifacts import EXPORT_FILE, Kind, check_output_dir, quantized_so
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
-__all__ = ["default_export_source", "run_export", "export_checkpoint"]
+__all__ = ["check_opset", "default_export_source", "run_export", "export_checkpoint"]
 
 
 def default_export_source(recipe: Recipe) -> Path:
@@ -33,6 +33,7 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     from qtoolkit.tasks.inputs import model_input_batches
 
     read_manifest(checkpoint)  # a wrong checkpoint path is reported before anything else
+    check_opset(recipe.export.opset)
     data_file = recipe.data.calib_file
     if data_file is None:
         raise QtoolError("export validates on real text: set data.calib_file or pass --calib-file")
@@ -63,6 +64,18 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     )
     record_files(folder)
     return result
+
+
+def check_opset(opset: int) -> None:
+    """Refuse, before any work, an opset torch's (TorchScript) ONNX exporter cannot write."""
+    from torch.onnx import _constants
+
+    highest = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+    if not 13 <= opset <= highest:
+        raise QtoolError(
+            f"export.opset {opset} is not supported: torch's ONNX exporter writes opsets "
+            f"13..{highest} (Q/DQ needs >= 13); use --opset 17"
+        )
 
 
 def run_export(recipe: Recipe):

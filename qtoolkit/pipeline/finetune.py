@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qtoolkit.artifacts import Kind, check_output_dir
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
@@ -41,10 +42,16 @@ def save_float_checkpoint(
     model, tokenizer, out_dir: Path, info: dict[str, Any], inputs: tuple = ()
 ) -> None:
     """A plain Hugging Face checkpoint (usable as model.path) plus qtool's manifest."""
+    from safetensors import SafetensorError
+
     from qtoolkit.artifacts import Kind, write_manifest, writing_dir
+    from qtoolkit.errors import write_failed
 
     with writing_dir(out_dir, Kind.FLOAT, inputs) as tmp:
-        model.save_pretrained(tmp)
+        try:
+            model.save_pretrained(tmp)
+        except SafetensorError as exc:  # a full disk, in safetensors' words
+            raise write_failed(out_dir / "model.safetensors", exc) from None
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, Kind.FLOAT, **info)
 
@@ -57,6 +64,9 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
     cfg, data_cfg = recipe.finetune, recipe.data
     if data_cfg.train_file is None or data_cfg.eval_file is None:
         raise QtoolError("fine-tuning needs data.train_file and data.eval_file")
+    out_dir = recipe.stage_dir("finetuned")
+    inputs = (recipe.model.path, recipe.model.tokenizer, data_cfg.train_file, data_cfg.eval_file)
+    check_output_dir(out_dir, Kind.FLOAT, inputs)  # before any work
     task = stage_task(recipe)
     train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
     label2id = task.label_map(train_ex)
@@ -73,7 +83,6 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
     evaluator = split_evaluator(
         recipe, task, loaded.tokenizer, data_cfg.eval_file, label2id=label2id, device=device
     )
-    out_dir = recipe.stage_dir("finetuned")
 
     def save_best(m, record: dict[str, Any]) -> None:
         save_float_checkpoint(
@@ -89,6 +98,7 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
                 "train_file": str(data_cfg.train_file),
                 "num_train": len(train_ex),
             },
+            inputs,
         )
 
     settings = TrainSettings.from_config(cfg, recipe.seed, device)

@@ -35,10 +35,29 @@ class QuantizerListing:
 
 def list_quantizers(checkpoint: Path, pattern: str | None = None) -> QuantizerListing:
     """The quantizers of `checkpoint` (a calibrated or QAT folder) matching fnmatch `pattern`."""
+    from qtoolkit.artifacts import AMAX_JSON
+    from qtoolkit.errors import QtoolError
     from qtoolkit.quant.checkpoint import read_manifest
+    from qtoolkit.textfiles import read_utf8
 
     manifest = read_manifest(checkpoint)
-    records = json.loads((checkpoint / "amax.json").read_text())
+    path = checkpoint / AMAX_JSON
+    if not path.is_file():
+        raise QtoolError(f"{path} is missing; the checkpoint is incomplete (save it again)")
+    try:
+        records = json.loads(read_utf8(path))
+    except json.JSONDecodeError as exc:
+        records, where = None, f":{exc.lineno}"
+    else:
+        where = ""
+    fields = ("name", "kind", "enabled")
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and all(f in r for f in fields) for r in records
+    ):
+        raise QtoolError(
+            f"{path}{where}: corrupt amax table; the weights file holds every amax, so re-run "
+            "qtool calibrate (or restore the file)"
+        )
     if pattern:
         records = [r for r in records if fnmatchcase(r["name"], pattern)]
     return QuantizerListing(checkpoint, manifest["architecture"], manifest["task"], records)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtoolkit.errors import QtoolError
+from qtoolkit.errors import Interrupted, QtoolError
 from qtoolkit.recipe import ModelConfig, Recipe
 
 __all__ = ["QatOutcome", "run_qat", "qat_state_dir"]
@@ -129,12 +129,25 @@ def _teacher_dtype(precision: str, device: str):
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def _resume_hint(state_dir: Path, every: int | None) -> str:
+    """What to do after Ctrl-C: resume from the saved state, or start again."""
+    from qtoolkit.train.state import STATE_FILE
+
+    if (state_dir / STATE_FILE).is_file():
+        return (
+            f"the training state in {state_dir} is kept; run the same qtool qat command again "
+            "to resume from it (--restart starts over)"
+        )
+    when = f"every {every} steps and " if every else ""
+    return f"no training state was saved yet ({when}at each epoch end); run the command again"
+
+
 def run_qat(recipe: Recipe) -> QatOutcome:
     """Quantization-aware training per `recipe.qat`, from the recipe's calibrated checkpoint
     (made first if missing); the best epoch on `data.eval_file` is saved to stage_dir("qat").
     Resumes from `<qat output>.state/` when it holds a state of the same run (unless
     `qat.resume` is false); a state of a run with other settings is refused."""
-    from qtoolkit.artifacts import MARKER, Kind, kind_of
+    from qtoolkit.artifacts import MARKER, Kind, check_output_dir, kind_of
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.common import quant_source, resolve_device, split_evaluator, stage_task
     from qtoolkit.quant import save_quantized
@@ -150,6 +163,17 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         raise QtoolError("QAT needs data.train_file and data.eval_file")
     device = resolve_device(cfg.device)
     source, notices = quant_source(recipe)
+    out_dir = recipe.stage_dir("qat")
+    # Before any work: the output must be replaceable and hold none of the inputs.
+    inputs = (
+        recipe.stage_dir("calibrated"),
+        source.path,
+        source.tokenizer,
+        data_cfg.train_file,
+        data_cfg.eval_file,
+        data_cfg.calib_file,
+    )
+    check_output_dir(out_dir, Kind.QUANTIZED, inputs)
     # The teacher first: a missing one fails before a possibly long calibration.
     teacher = _load_teacher(source, recipe, device) if cfg.distill else None
     calibrated, calibrated_now, ckpt = _start_checkpoint(recipe, source, device, notices)
@@ -157,7 +181,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     quant_cfg = QuantConfig.model_validate(ckpt.manifest["quant"])
     task = stage_task(recipe)
     train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
-    label2id = label_map_for(task, train_ex, model.config)
+    label2id = label_map_for(task, train_ex, model.config, data_cfg.train_file)
     train_data = task.encode(ckpt.tokenizer, train_ex, data_cfg.max_length, label2id)
     evaluator = split_evaluator(
         recipe, task, ckpt.tokenizer, data_cfg.eval_file, label2id=label2id, device=device
@@ -165,7 +189,6 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     distill = DistillSettings(cfg.temperature, cfg.distill_weight, cfg.hidden_mse_weight)
     loss_fn = make_qat_loss(teacher, distill, _teacher_dtype(cfg.teacher_precision, device))
 
-    out_dir = recipe.stage_dir("qat")
     state_dir = qat_state_dir(out_dir)
     if not cfg.resume:
         clear_train_state(state_dir)
@@ -207,20 +230,24 @@ def run_qat(recipe: Recipe) -> QatOutcome:
                     ckpt.tokenizer,
                     out_dir,
                     quant_cfg,
+                    inputs=inputs,
                     info={**run_info, "learned_amax": len(learned), "best": record},
                 )
 
-        outcome = train(
-            model,
-            train_data,
-            settings,
-            evaluate,
-            task.primary_metric,
-            save_best,
-            loss_fn,
-            param_groups=amax_param_groups(learned, cfg.amax_learning_rate),
-            checkpointing=Checkpointing(state_dir, cfg.save_every_steps, fingerprint),
-        )
+        try:
+            outcome = train(
+                model,
+                train_data,
+                settings,
+                evaluate,
+                task.primary_metric,
+                save_best,
+                loss_fn,
+                param_groups=amax_param_groups(learned, cfg.amax_learning_rate),
+                checkpointing=Checkpointing(state_dir, cfg.save_every_steps, fingerprint),
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_hint(state_dir, cfg.save_every_steps)) from None
     marker = out_dir / MARKER
     if outcome.best_epoch < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
         raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")

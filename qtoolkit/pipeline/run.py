@@ -16,7 +16,13 @@ from typing import Any
 
 from qtoolkit.errors import QtoolError
 from qtoolkit.pipeline.run_report import MANIFEST, REPORT, write_manifest, write_report
-from qtoolkit.pipeline.stages import DEFAULT_STAGES, STAGE_DEPS, STAGE_ORDER, StageFn
+from qtoolkit.pipeline.stages import (
+    DEFAULT_STAGES,
+    STAGE_DEPS,
+    STAGE_ORDER,
+    StageFn,
+    check_stage_outputs,
+)
 from qtoolkit.pipeline.stamps import STAMP, digest, now, recipe_value, stamped, write_stamp
 from qtoolkit.recipe import Recipe
 
@@ -138,6 +144,7 @@ def run_pipeline(
     started, start = now(), time.perf_counter()
     registry = {**DEFAULT_STAGES, **(registry or {})}
     selection = select_stages(recipe, only)
+    check_stage_outputs(recipe, [n for n, why in selection.items() if why is None])
     notify = on_stage or (lambda rec: None)
     cache: dict[Path, str] = {}
     states: dict[str, str] = {}  # upstream state feeding downstream fingerprints

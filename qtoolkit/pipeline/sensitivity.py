@@ -36,7 +36,15 @@ class SensitivityOutcome:
         return table
 
     def to_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "fp32": self.fp32, "int8": self.int8, "rows": self.rows}
+        from qtoolkit.artifacts import Kind
+
+        return {
+            "format": str(Kind.METRICS),  # so a later `-o` may replace it (and nothing else)
+            "metric": self.metric,
+            "fp32": self.fp32,
+            "int8": self.int8,
+            "rows": self.rows,
+        }
 
 
 def run_sensitivity(

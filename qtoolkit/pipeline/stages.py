@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from qtoolkit.artifacts import Kind, check_not_inputs, check_output_dir, kind_of
 from qtoolkit.errors import QtoolError
 from qtoolkit.pipeline.benchmark import run_benchmark
 from qtoolkit.pipeline.calibrate import run_calibrate
@@ -23,6 +25,7 @@ __all__ = [
     "StageDeps",
     "StageFn",
     "build_engine_stage",
+    "check_stage_outputs",
     "ptq_sweep_stage",
 ]
 
@@ -97,3 +100,40 @@ STAGE_DEPS = {
         " ".join(STAGE_ORDER[:-1]),
     ),
 }
+
+
+# The artifact kind of each stage's first output folder (build-engine writes plain files).
+STAGE_KINDS = {
+    "finetune": Kind.FLOAT,
+    "calibrate": Kind.QUANTIZED,
+    "ptq-sweep": Kind.QUANTIZED,
+    "qat": Kind.QUANTIZED,
+    "export-onnx": Kind.ONNX,
+    "benchmark": Kind.BENCH,
+}
+
+
+def check_stage_outputs(recipe: Recipe, names: list[str]) -> None:
+    """Before the first stage runs: no stage may write over an input (model, tokenizer, data
+    files), over a qtool output of another kind, or into a folder another kind of stage writes.
+    (Each stage checks its own folder fully, a user's folder or files included, before its own
+    work.)"""
+    d = recipe.data
+    inputs = [recipe.model.path, recipe.model.tokenizer]
+    inputs += [d.calib_file, d.train_file, d.eval_file, d.test_file]
+    writers: dict[Path, tuple[str, Kind]] = {}
+    for name in names:
+        if name not in STAGE_KINDS:
+            continue
+        kind = STAGE_KINDS[name]
+        folder = recipe.stage_dir(STAGE_DEPS[name].outputs.split()[0])
+        other = writers.setdefault(folder.resolve(), (name, kind))
+        if other[1] is not kind:
+            raise QtoolError(
+                f"stages {other[0]} and {name} would both write {folder}; give them different "
+                "output_dir settings"
+            )
+        check_not_inputs(folder, inputs)
+        found = kind_of(folder)
+        if found is not None and found is not kind:  # a qtool output of another kind
+            check_output_dir(folder, kind)

@@ -87,15 +87,23 @@ def stamped(outputs: list[Path]) -> dict[str, Any] | None:
     stamp = outputs[0] / STAMP
     if not stamp.is_file():
         return None
-    saved = json.loads(stamp.read_text())
+    try:
+        saved = json.loads(stamp.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a damaged stamp: the stage is simply not up to date
+    if not isinstance(saved, dict):
+        return None
     return saved if saved.get("outputs") == snapshot(outputs) else None
 
 
 def write_stamp(stage: str, fingerprint: str | None, outputs: list[Path], seconds: float) -> None:
     """Record that `stage` just wrote `outputs` (the stamp goes into the first folder)."""
+    from qtoolkit.artifacts import add_files
     from qtoolkit.fsutil import write_json
 
     outputs[0].mkdir(parents=True, exist_ok=True)
+    # Listed as qtool's own (a re-run may replace it) before the snapshot sees the manifest.
+    add_files(outputs[0], [STAMP])
     stamp = {
         "stage": stage,
         "fingerprint": fingerprint,

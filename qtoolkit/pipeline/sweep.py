@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtoolkit.artifacts import Kind, check_not_inputs, check_output_dir
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
@@ -67,6 +68,12 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     if data_cfg.calib_file is None or data_cfg.test_file is None:
         raise QtoolError("a PTQ sweep needs data.calib_file and data.test_file")
     model_cfg, notices = quant_source(recipe)
+    calibrated_dir = recipe.stage_dir("calibrated")
+    report_dir = recipe.output_dir / "ptq_sweep"
+    # Before any work: the outputs must be replaceable and hold none of the inputs.
+    inputs = (model_cfg.path, model_cfg.tokenizer, data_cfg.calib_file, data_cfg.test_file)
+    check_output_dir(calibrated_dir, Kind.QUANTIZED, inputs)
+    check_not_inputs(report_dir, inputs)
     device = resolve_device(recipe.calib.device)
     task = stage_task(recipe, model_cfg.task)
     loaded = load_model(model_cfg, seed=recipe.seed)
@@ -134,12 +141,12 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         collect_statistics(model, batch_forward_loop(batches, device, "collect (best)"), best_cfg)
     load_amax(model, best_cfg)
     release_statistics(model)
-    calibrated_dir = recipe.stage_dir("calibrated")
     save_quantized(
         model,
         loaded.tokenizer,
         calibrated_dir,
         recipe.quant,
+        inputs=inputs,
         info={
             "stage": "calibrated",
             "source_model": model_cfg.path,
@@ -149,7 +156,6 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             "selected_by": f"ptq sweep on {data_cfg.test_file} ({metric})",
         },
     )
-    report_dir = recipe.output_dir / "ptq_sweep"
     result = {
         "model": model_cfg.path,
         "task": model_cfg.task,

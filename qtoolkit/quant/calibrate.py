@@ -9,7 +9,6 @@ Weights are always calibrated with per-channel max, straight from the weight ten
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ def calibrate_weights(model: nn.Module) -> list[str]:
         with torch.no_grad():
             quantizer(parent.weight)
         quantizer.load_calib_amax()
+        _check_amax(name, quantizer._amax, "its weight")
         quantizer.disable_calib()
         quantizer.enable_quant()
         quantizer._calibrator = None
@@ -134,8 +134,8 @@ def load_amax(model: nn.Module, cfg: CalibConfig) -> CalibResult:
                     f"'{spec.name}' needs histograms, but 'max' statistics were collected"
                 )
             hist = calibrator.histogram()
-            amax = None
-            if hist is not None:
+            amax = torch.tensor(float("inf")) if calibrator.nonfinite else None
+            if hist is not None and amax is None:
                 rule = spec.rule(hist[0], hist[1], cfg, quantizer.num_bits, quantizer.unsigned)
                 amax = torch.tensor(rule, dtype=torch.float32)
         if amax is None:
@@ -143,7 +143,8 @@ def load_amax(model: nn.Module, cfg: CalibConfig) -> CalibResult:
             quantizer.disable()
             continue
         amax = amax.detach().float().reshape(())
-        if not math.isfinite(float(amax)) or float(amax) <= 0:
+        _check_amax(name, amax, f"its input during calibration ({cfg.method})")
+        if float(amax) <= 0:
             # An all-zero input (e.g. a padding-only position) gives amax 0; keep it usable.
             amax = torch.tensor(1e-8)
         if hasattr(quantizer, "_amax"):
@@ -153,6 +154,17 @@ def load_amax(model: nn.Module, cfg: CalibConfig) -> CalibResult:
         result.calibrated.append(name)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_amax(name: str, amax: torch.Tensor, seen: str) -> None:
+    """A NaN or inf range means the model (or the data) produced non-finite values: refuse it
+    rather than save a checkpoint that quantizes everything to garbage."""
+    if not bool(torch.isfinite(amax).all()):
+        kind = "nan" if bool(torch.isnan(amax).any()) else "inf"
+        raise QtoolError(
+            f"quantizer {name}: amax is {kind}, because {seen} held non-finite values; check the "
+            "model's weights (a fine-tune that diverged?) and the calibration data"
+        )
 
 
 def release_statistics(model: nn.Module) -> None:

@@ -32,7 +32,7 @@ from qtoolkit.artifacts import (
     writing_dir,
 )
 from qtoolkit.artifacts import read_manifest as read_artifact_manifest
-from qtoolkit.errors import QtoolError
+from qtoolkit.errors import QtoolError, write_failed
 from qtoolkit.fsutil import write_json
 from qtoolkit.models.registry import HEAD_SUFFIX, spec_for_config
 from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
@@ -92,6 +92,8 @@ def save_quantized(
         device = next(model.parameters()).device
         try:
             save_model(model.to("cpu"), str(tmp / WEIGHTS))
+        except Exception as exc:  # noqa: BLE001 - safetensors hides a full disk in its own error
+            raise write_failed(out_dir / WEIGHTS, exc) from None
         finally:
             model.to(device)
         (tmp / AMAX_JSON).write_text(json.dumps(records, indent=1) + "\n")
@@ -117,11 +119,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint:
     """Rebuild a quantized model saved by `save_quantized`, on `device` (default CPU)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    from qtoolkit.models.loading import quiet_transformers
+    from qtoolkit.finite import check_finite_weights
+    from qtoolkit.models.loading import corrupt_weights, load_tokenizer, quiet_transformers
 
     quiet_transformers()
     path = Path(path)
@@ -130,16 +133,23 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
         from qtoolkit.quant.qdqbert_import import load_qdqbert_checkpoint
 
         return load_qdqbert_checkpoint(path, device)
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0]
+        raise QtoolError(f"cannot read {path / 'config.json'}: {first}") from None
     spec = spec_for_config(config)
     model = spec.head_class(manifest["task"])._from_config(config, attn_implementation="eager")
     model.eval()
     insert_quantizers(model, QuantConfig.model_validate(manifest["quant"]))
     weights = path / WEIGHTS
-    with safe_open(str(weights), framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
-    prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
-    missing, unexpected = load_model(model, str(weights), strict=False)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
+        prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+        raise corrupt_weights(exc, weights) from None
     # Tied weights are stored once; anything else missing means a mismatched checkpoint.
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     missing = [k for k in missing if k not in tied]
@@ -148,9 +158,10 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
             f"{weights} does not match the model "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+    check_finite_weights(model, weights)
     disabled = set(manifest.get("disabled_quantizers", []))
     for name, quantizer in iter_quantizers(model):
         if name in disabled:
             quantizer.disable()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = load_tokenizer(path, "; the checkpoint is incomplete (save it again)")
     return QuantizedCheckpoint(model.to(device), tokenizer, spec, manifest)

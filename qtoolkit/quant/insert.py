@@ -222,4 +222,17 @@ def insert_quantizers(model: nn.Module, cfg: QuantConfig) -> InsertReport:
         if _matches(qname, cfg.skip):
             quantizer.disable()
             report.disabled_quantizers.append(qname)
+    _check_skip_patterns(model, cfg.skip)
     return report
+
+
+def _check_skip_patterns(model: nn.Module, patterns: list[str]) -> None:
+    """A pattern that matches no module and no quantizer is a typo: refuse it, naming it."""
+    names = [name for name, _ in model.named_modules() if name]
+    for pattern in patterns:
+        if not any(fnmatchcase(name, pattern) for name in names):
+            example = next((n for n, _ in iter_quantizers(model)), names[0] if names else "")
+            raise QtoolError(
+                f"quant.skip pattern '{pattern}' matches no module or quantizer (names look "
+                f"like '{example}'; qtool inspect lists a checkpoint's quantizers)"
+            )

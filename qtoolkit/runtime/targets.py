@@ -34,9 +34,10 @@ def task_from_config(config) -> str | None:
 
 
 def _open_onnx(path: Path, recipe, threads) -> Target:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from qtoolkit.artifacts import try_read_manifest
+    from qtoolkit.models.loading import load_tokenizer
     from qtoolkit.runtime.ort_runner import OrtRunner
 
     folder = path.parent
@@ -46,7 +47,7 @@ def _open_onnx(path: Path, recipe, threads) -> Target:
     manifest = try_read_manifest(folder) or {}
     task_name = manifest.get("task") or task_from_config(config) or recipe.model.task
     runner = OrtRunner(path, threads=threads)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer = load_tokenizer(folder, " next to the ONNX model (export writes one)")
     return Target(runner, tokenizer, task_name, config, "onnxruntime")
 
 

@@ -6,7 +6,13 @@ from typing import Any
 
 from qtoolkit.errors import QtoolError
 
-__all__ = ["agreement", "evaluate_runner", "label_map_for", "task_options"]
+__all__ = [
+    "agreement",
+    "check_known_labels",
+    "evaluate_runner",
+    "label_map_for",
+    "task_options",
+]
 
 
 def task_options(task_name: str, data_cfg) -> dict[str, Any]:
@@ -17,6 +23,7 @@ def task_options(task_name: str, data_cfg) -> dict[str, Any]:
 def evaluate_runner(runner, task, data, batch_size: int, description: str = "evaluating"):
     """(metrics, predictions) of `runner` (named inputs in, named numpy outputs out) on
     tokenized `data`."""
+    from qtoolkit.finite import check_finite_outputs
     from qtoolkit.tasks.base import split_rows
     from qtoolkit.ui import track
 
@@ -26,23 +33,43 @@ def evaluate_runner(runner, task, data, batch_size: int, description: str = "eva
     outputs = []
     for i, batch in enumerate(track(data.batches(batch_size), description, total=total)):
         out = runner(batch)
+        check_finite_outputs(out, f"{description}, batch {i + 1}")
         outputs.append(reduce(out, i, batch_size) if reduce else out)
     return task.evaluate(data, split_rows(outputs, data.lengths))
 
 
-def label_map_for(task, examples, config) -> dict:
-    """The label ids the model was trained with: integers map to themselves, names through the
-    model config's label2id."""
+def label_map_for(task, examples, config, source: object = None) -> dict:
+    """The label ids the model was trained with: integers map to themselves (and must be among
+    the model's `num_labels`), names through the model config's label2id. `source` (the data
+    file) is named in the error."""
     data_map = task.label_map(examples)
+    where = f"{source}: " if source is not None else ""
     if not data_map or all(k == v for k, v in data_map.items()):
+        num = getattr(config, "num_labels", None)
+        outside = [k for k in data_map if num is not None and not 0 <= k < num]
+        if outside:
+            raise QtoolError(
+                f"{where}labels {outside[:3]} are outside the model's label set 0..{num - 1}; "
+                "fix the data or use a model with more labels"
+            )
         return data_map
     model_map = dict(getattr(config, "label2id", {}) or {})
     missing = [k for k in data_map if k not in model_map]
     if missing:
         raise QtoolError(
-            f"labels {missing[:3]} are not among the model's labels {list(model_map)[:5]}"
+            f"{where}labels {missing[:3]} are not among the model's labels {list(model_map)[:5]}"
         )
     return model_map
+
+
+def check_known_labels(task, examples, label2id: dict, source: object = None) -> None:
+    """Every label of `examples` must be in `label2id` (e.g. eval labels the training set had)."""
+    unknown = [k for k in task.label_map(examples) if label2id and k not in label2id]
+    if unknown:
+        where = f"{source}: " if source is not None else ""
+        raise QtoolError(
+            f"{where}labels {unknown[:3]} are not in the model's label set {list(label2id)[:5]}"
+        )
 
 
 def agreement(a: Any, b: Any) -> float:

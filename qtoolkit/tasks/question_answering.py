@@ -12,6 +12,7 @@ import torch
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.tasks.metrics import squad_em_f1
+from qtoolkit.textfiles import read_utf8
 
 __all__ = ["QuestionAnsweringTask", "QAExample", "read_squad"]
 
@@ -28,8 +29,10 @@ def read_squad(path: str | Path, limit: int | None = None) -> list[QAExample]:
     path = Path(path)
     if not path.is_file():
         raise QtoolError(f"data file not found: {path}")
+    if limit is not None and limit < 1:
+        raise QtoolError(f"limit must be >= 1, not {limit}")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_utf8(path))
         examples = [
             QAExample(
                 str(qa["id"]),

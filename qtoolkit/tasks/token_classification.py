@@ -11,6 +11,7 @@ import torch
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.tasks.metrics import entity_f1
+from qtoolkit.textfiles import read_utf8
 
 __all__ = ["TokenClassificationTask", "read_conll"]
 
@@ -21,8 +22,10 @@ def read_conll(path: str | Path, limit: int | None = None) -> list[tuple[list[st
     path = Path(path)
     if not path.is_file():
         raise QtoolError(f"data file not found: {path}")
+    if limit is not None and limit < 1:
+        raise QtoolError(f"limit must be >= 1, not {limit}")
     sentences, words, tags = [], [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_utf8(path).splitlines(), 1):
         parts = line.split()
         if not parts or parts[0] == "-DOCSTART-":
             if words:

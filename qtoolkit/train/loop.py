@@ -22,6 +22,7 @@ import torch
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.train.state import (
+    STATE_FILE,
     Checkpointing,
     capture_rng,
     load_train_state,
@@ -93,6 +94,26 @@ def _optimizer(
             groups[any(n in name for n in _NO_DECAY)]["params"].append(p)
     groups = [g for g in groups if g["params"]] + list(extra_groups)
     return torch.optim.AdamW(groups, lr=settings.learning_rate)
+
+
+def _check_loss(
+    loss: torch.Tensor, step: int, epoch: int, outcome: TrainOutcome, ckpt: Checkpointing | None
+) -> None:
+    """Stop at a NaN/inf loss, before it reaches the weights: what was saved stays good."""
+    if bool(torch.isfinite(loss.detach()).all()):
+        return
+    kind = "nan" if bool(torch.isnan(loss.detach()).any()) else "inf"
+    kept = (
+        f"the best checkpoint so far (epoch {outcome.best_epoch}) is kept"
+        if outcome.best_epoch > 0
+        else "no checkpoint was saved"
+    )
+    if ckpt is not None and (ckpt.state_dir / STATE_FILE).is_file():
+        kept += f", and the last training state in {ckpt.state_dir}"
+    raise QtoolError(
+        f"training loss is {kind} at step {step} (epoch {epoch}); stopped before updating the "
+        f"weights: {kept}. Lower the learning rate (or check the data)"
+    )
 
 
 def train(
@@ -192,6 +213,7 @@ def train(
                     break
                 batch = {k: v.to(settings.device) for k, v in batch.items()}
                 loss = loss_fn(model, batch)
+                _check_loss(loss, step + 1, epoch + 1, outcome, checkpointing)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qtoolkit.errors import QtoolError
+from qtoolkit.errors import QtoolError, write_failed
 from qtoolkit.fsutil import atomic_file, write_json
 
 __all__ = [
@@ -82,8 +82,14 @@ def save_train_state(state_dir: str | Path, state: dict[str, Any]) -> Path:
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     target = state_dir / STATE_FILE
-    with atomic_file(target) as tmp:
-        torch.save({"version": STATE_VERSION, **state}, tmp)
+    try:
+        with atomic_file(target) as tmp:
+            torch.save({"version": STATE_VERSION, **state}, tmp)
+    except (OSError, RuntimeError, QtoolError) as exc:  # torch hides a full disk
+        # The previous state, if any, is intact (atomic write); a new empty folder goes.
+        if not any(state_dir.iterdir()):
+            state_dir.rmdir()
+        raise (exc if isinstance(exc, QtoolError) else write_failed(target, exc)) from None
     info = {
         k: state[k]
         for k in ("epoch", "position", "step", "total", "best_metric", "best_epoch")

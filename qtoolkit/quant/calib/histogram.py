@@ -15,6 +15,7 @@ bin i and `edges[-1]` the range.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,10 +38,12 @@ class HistogramCalibrator:
         self.unsigned = unsigned
         self.hist: torch.Tensor | None = None
         self.range: float = 0.0
+        self.nonfinite = False  # saw NaN or inf: no amax can be derived (load_amax refuses)
 
     def reset(self) -> None:
         self.hist = None
         self.range = 0.0
+        self.nonfinite = False
 
     @torch.no_grad()
     def collect(self, x: torch.Tensor) -> None:
@@ -48,6 +51,9 @@ class HistogramCalibrator:
         if x.numel() == 0:
             return
         x_max = float(x.max())
+        if not math.isfinite(x_max):
+            self.nonfinite = True
+            return
         if self.hist is None:
             self.hist = torch.zeros(self.num_bins, dtype=torch.float64, device=x.device)
             self.range = x_max if x_max > 0 else 1e-12

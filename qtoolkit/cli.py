@@ -39,6 +39,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _rank_fail(exc: BaseException, message: str, code: int = 2) -> typer.Exit:
+    """Under torchrun the line names the rank; a rank stopped by another's failure is silent."""
+    from qtoolkit.dist import failure_line
+
+    line = failure_line(exc, message)
+    return typer.Exit(1) if line is None else _fail(line, code)
+
+
 def handle_errors(fn):
     """Turn QtoolError (and anything unexpected) into one line on stderr and a non-zero exit."""
 
@@ -47,14 +55,15 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except QtoolError as exc:
-            raise _fail(str(exc)) from None
+            raise _rank_fail(exc, str(exc)) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place that catches everything
             if os.environ.get("QTOOL_DEBUG"):
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise _fail(
+            raise _rank_fail(
+                exc,
                 f"internal error: {type(exc).__name__}: {first} "
                 "(set QTOOL_DEBUG=1 for a traceback)",
                 code=1,

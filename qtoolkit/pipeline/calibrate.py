@@ -25,14 +25,17 @@ class CalibrateOutcome:
 
 
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
+    from qtoolkit import dist
     from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.models import load_model
-    from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
+    from qtoolkit.pipeline.common import quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
+    from qtoolkit.quant.calib.sharded import sharded_forward_loop
 
     if recipe.data.calib_file is None:
         raise QtoolError("no calibration data: set data.calib_file or pass --calib-file")
     device = resolve_device(recipe.calib.device)
+    dist.init(device)  # under torchrun: each rank calibrates on a share of the batches
     examples = read_data_examples(recipe.data.calib_file, recipe.data, recipe.calib.num_samples)
     model_cfg, notices = quant_source(recipe)
     loaded = load_model(model_cfg, seed=recipe.seed)
@@ -57,26 +60,28 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
         recipe.data.pad_to_max_length,
     )
     start = time.perf_counter()
-    result = calibrate(model, batch_forward_loop(batches, device), recipe.calib)
+    result = calibrate(model, sharded_forward_loop(batches, device), recipe.calib)
     seconds = time.perf_counter() - start
     out_dir = recipe.stage_dir("calibrated")
-    save_quantized(
-        model,
-        loaded.tokenizer,
-        out_dir,
-        recipe.quant,
-        info={
-            "stage": "calibrated",
-            "source_model": model_cfg.path,
-            "calib": recipe.calib.model_dump(mode="json", exclude={"output_dir"}),
-            "calib_file": str(recipe.data.calib_file),
-            "max_length": recipe.data.max_length,
-            "num_samples": len(examples),
-            "calib_seconds": round(seconds, 3),
-            "device": device,
-            "unused_quantizers": result.unused,
-        },
-    )
+    if dist.is_main():  # every rank holds the same amax; one writes them
+        save_quantized(
+            model,
+            loaded.tokenizer,
+            out_dir,
+            recipe.quant,
+            info={
+                "stage": "calibrated",
+                "source_model": model_cfg.path,
+                "calib": recipe.calib.model_dump(mode="json", exclude={"output_dir"}),
+                "calib_file": str(recipe.data.calib_file),
+                "max_length": recipe.data.max_length,
+                "num_samples": len(examples),
+                "calib_seconds": round(seconds, 3),
+                "device": device,
+                "unused_quantizers": result.unused,
+            },
+        )
+    dist.barrier()  # the checkpoint exists before any rank goes on (QAT reads it)
     return CalibrateOutcome(
         output_dir=out_dir,
         num_samples=len(examples),

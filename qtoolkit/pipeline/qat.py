@@ -108,6 +108,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     (made first if missing); the best epoch on `data.eval_file` is saved to stage_dir("qat").
     Resumes from `<qat output>.state/` when it holds a state of the same run (unless
     `qat.resume` is false); a state of a run with other settings is refused."""
+    from qtoolkit import dist
     from qtoolkit.fsutil import MARKER, write_json
     from qtoolkit.pipeline.common import quant_source, resolve_device
     from qtoolkit.pipeline.evaluate import _task_options, evaluate_runner, label_map_for
@@ -124,6 +125,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     if data_cfg.train_file is None or data_cfg.eval_file is None:
         raise QtoolError("QAT needs data.train_file and data.eval_file")
     device = resolve_device(cfg.device)
+    dist.init(device)  # under torchrun: data-parallel; rank 0 evaluates and writes
     source, notices = quant_source(recipe)
     # The teacher first: a missing one fails before a possibly long calibration.
     teacher = _load_teacher(source, recipe, device) if cfg.distill else None
@@ -141,7 +143,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
 
     out_dir = recipe.stage_dir("qat")
     state_dir = qat_state_dir(out_dir)
-    if not cfg.resume:
+    if not cfg.resume and dist.is_main():
         clear_train_state(state_dir)
 
     def evaluate(m) -> dict[str, float]:
@@ -149,7 +151,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         metrics, _ = evaluate_runner(runner, task, eval_data, data_cfg.eval_batch_size, "eval")
         return metrics
 
-    start_metrics = evaluate(model)
+    start_metrics = dist.main_only(evaluate, model)
     run_info = {
         "stage": "qat",
         "source_model": ckpt.manifest.get("source_model"),
@@ -200,11 +202,12 @@ def run_qat(recipe: Recipe) -> QatOutcome:
             checkpointing=Checkpointing(state_dir, cfg.save_every_steps, fingerprint),
         )
     marker = out_dir / MARKER
-    if outcome.best_epoch < 0 or not marker.is_file():
-        raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
-    manifest = json.loads(marker.read_text())
-    write_json(marker, {**manifest, "history": outcome.history})
-    clear_train_state(state_dir)
+    if dist.is_main():  # rank 0 wrote the checkpoint and the state
+        if outcome.best_epoch < 0 or not marker.is_file():
+            raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
+        manifest = json.loads(marker.read_text())
+        write_json(marker, {**manifest, "history": outcome.history})
+        clear_train_state(state_dir)
     return QatOutcome(
         output_dir=out_dir,
         primary_metric=task.primary_metric,

@@ -13,6 +13,7 @@ which prints nothing, so one failure gives one line however many ranks there are
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -28,14 +29,17 @@ __all__ = [
     "all_gather_object",
     "all_reduce",
     "barrier",
+    "batch_share",
     "broadcast_object",
     "failure_line",
+    "global_count",
     "init",
     "is_main",
     "launched",
     "main_only",
     "peer_errors",
     "rank",
+    "step_share",
     "unwrap",
     "world_size",
     "wrap_model",
@@ -189,10 +193,10 @@ def broadcast_object(obj: T, src: int = 0) -> T:
         return obj
     import torch.distributed as tdist
 
-    box = [obj]
+    box = [_pack(obj)]
     with peer_errors():
         tdist.broadcast_object_list(box, src=src, device=_comm_device())
-    return box[0]
+    return _unpack(box[0])
 
 
 def all_gather_object(obj: T) -> list[T]:
@@ -203,8 +207,28 @@ def all_gather_object(obj: T) -> list[T]:
 
     out: list[Any] = [None] * world_size()
     with peer_errors():
-        tdist.all_gather_object(out, obj)
-    return out
+        tdist.all_gather_object(out, _pack(obj))
+    return [_unpack(x) for x in out]
+
+
+def _pack(obj: Any) -> bytes:
+    # torch.save, not plain pickle: objects holding tensors (RNG states, a training state) come
+    # back intact; torch 2.13's object collectives fail to unpickle some tensor storages.
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _unpack(data: bytes) -> Any:
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def main_only(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -220,12 +244,52 @@ def wrap_model(model, device: str):
     Buffers (weight amax) are the same on every rank and stay put."""
     if world_size() == 1:
         return model
+    import inspect
+
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.cuda.current_device()] if device.startswith("cuda") else None
+    # Newer torch renamed the switch (the old name warns); either way no per-step buffer sync.
+    names = inspect.signature(DistributedDataParallel.__init__).parameters
+    quiet = "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers"
     with peer_errors():
-        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(model, device_ids=ids, **{quiet: False})
+
+
+# This rank's share of the current training step's global batch (examples), set by the loop.
+_SHARE: contextvars.ContextVar[float] = contextvars.ContextVar("qtoolkit_step_share", default=1.0)
+
+
+@contextlib.contextmanager
+def step_share(share: float) -> Iterator[None]:
+    """Inside the block, `batch_share()` is `share` (the loop wraps each step's forward)."""
+    token = _SHARE.set(share)
+    try:
+        yield
+    finally:
+        _SHARE.reset(token)
+
+
+def batch_share() -> float:
+    """This rank's fraction of the examples of the global batch being trained on (1.0 alone;
+    0.0 for a rank that only runs a stand-in example at loss factor 0)."""
+    return _SHARE.get()
+
+
+def global_count(local):
+    """For a loss that is a mean over `local` items (e.g. real tokens) of this rank's part of a
+    step: what to divide by instead, so that the ranks' losses, scaled and averaged as the loop
+    and DDP do, are the mean over the whole global batch (one all-reduce; `local` alone in a
+    single process)."""
+    if world_size() == 1:
+        return local
+    import torch
+
+    share = batch_share()
+    mine = local.detach().double().clone() if share > 0 else torch.zeros((), dtype=torch.float64)
+    total = all_reduce(mine).to(local.dtype)
+    return total * share if share > 0 else total  # a stand-in's loss is scaled by 0 anyway
 
 
 def unwrap(model):

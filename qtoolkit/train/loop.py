@@ -213,10 +213,14 @@ def train(
                 if step >= total:
                     break
                 mine, factor = order.share(batch_idx)
-                batch = data.collate(mine, with_labels=True)
+                # Padded to the global batch's longest, as one process pads it: the same
+                # positions, so losses over padded rows and LSQ's scale agree.
+                pad_to = max(data.lengths[i] for i in batch_idx)
+                batch = data.collate(mine, with_labels=True, pad_to=pad_to)
                 batch = {k: v.to(settings.device) for k, v in batch.items()}
-                loss = loss_fn(net, batch) * factor  # factor 1.0 in a single process
-                loss.backward()
+                with dist.step_share(len(mine) / len(batch_idx) if factor else 0.0):
+                    loss = loss_fn(net, batch) * factor  # factor 1.0 in a single process
+                    loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()

@@ -123,7 +123,8 @@ def test_histogram_does_not_depend_on_order_or_growth():
     """From one starting range, any order of the same values gives the histogram a single histc
     over the final range gives: what lets ranks' histograms be summed (qtoolkit.dist)."""
     torch.manual_seed(0)
-    chunks = [torch.randn(int(n)) * s for n, s in zip([40, 7, 300, 1, 90], [1, 3, 0.5, 9, 20])]
+    sizes, scales = [40, 7, 300, 1, 90], [1, 3, 0.5, 9, 20]
+    chunks = [torch.randn(n) * s for n, s in zip(sizes, scales, strict=True)]
     first_max = float(chunks[0].abs().max())
     chunks.insert(3, torch.full((3,), first_max))  # values exactly at the starting range
     forward = HistogramCalibrator(num_bins=64)

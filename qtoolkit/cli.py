@@ -41,10 +41,13 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _rank_fail(exc: BaseException, message: str, code: int = 2) -> typer.Exit:
     """Under torchrun the line names the rank; a rank stopped by another's failure is silent."""
-    from qtoolkit.dist import failure_line
+    from qtoolkit.dist import defer_to_main, failure_line
 
     line = failure_line(exc, message)
-    return typer.Exit(1) if line is None else _fail(line, code)
+    if line is None:
+        return typer.Exit(1)
+    defer_to_main()
+    return _fail(line, code)
 
 
 def handle_errors(fn):

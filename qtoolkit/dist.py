@@ -31,6 +31,7 @@ __all__ = [
     "barrier",
     "batch_share",
     "broadcast_object",
+    "defer_to_main",
     "failure_line",
     "global_count",
     "init",
@@ -134,6 +135,16 @@ def failure_line(exc: BaseException, message: str | None = None) -> str | None:
     if launched():
         message = f"rank {rank()} of {os.environ.get('WORLD_SIZE')}: {message}"
     return message
+
+
+def defer_to_main(seconds: float = 2.0) -> None:
+    """On ranks other than 0 of a launch, wait a moment before reporting an error: an error every
+    rank hits (a bad recipe) is then reported by rank 0 alone, since torchrun stops the other
+    ranks as soon as one exits; an error of this rank alone is still reported, just later."""
+    if launched() and rank() != 0:
+        import time
+
+        time.sleep(seconds)
 
 
 def _is_peer_error(exc: BaseException) -> bool:

@@ -137,14 +137,15 @@ def failure_line(exc: BaseException, message: str | None = None) -> str | None:
     return message
 
 
-def defer_to_main(seconds: float = 2.0) -> None:
+def defer_to_main() -> None:
     """On ranks other than 0 of a launch, wait a moment before reporting an error: an error every
     rank hits (a bad recipe) is then reported by rank 0 alone, since torchrun stops the other
-    ranks as soon as one exits; an error of this rank alone is still reported, just later."""
+    ranks as soon as one exits; an error of this rank alone is still reported, just later.
+    Before the process group exists the ranks may be seconds apart (imports), so wait longer."""
     if launched() and rank() != 0:
         import time
 
-        time.sleep(seconds)
+        time.sleep(2.0 if _initialized() else 10.0)
 
 
 def _is_peer_error(exc: BaseException) -> bool:

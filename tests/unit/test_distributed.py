@@ -28,7 +28,7 @@ VENV_BIN = Path(sys.executable).parent
 TORCHRUN = VENV_BIN / "torchrun"
 WORDS = "good great love fun bad terrible hate boring the a movie film plot it was very".split()
 
-pytestmark = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed")
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -160,6 +160,7 @@ def _out(root: Path, run: str, name: str) -> dict[str, str]:
     return {"output_dir": str(root / run / name)}
 
 
+@needs_torchrun
 def test_two_ranks_match_one_process(setup, two_ranks):
     two_ranks, proc = two_ranks
     assert (two_ranks / "qat2.state" / "state.json").is_file(), proc.stderr[-3000:]
@@ -196,6 +197,7 @@ def test_two_ranks_match_one_process(setup, two_ranks):
     )
 
 
+@needs_torchrun
 def test_failure_on_one_rank_then_resume(setup, two_ranks):
     """Rank 1 failed at step 7 of 8: one error line, a state at step 6; resumed on 2 ranks
     (launch 2, the qtool command) and on 1, both end with the uninterrupted weights."""
@@ -231,3 +233,34 @@ def test_failure_on_one_rank_then_resume(setup, two_ranks):
     one_resumed = run_qat(load_recipe(recipe))
     assert one_resumed.resumed_step == 6 and one_resumed.steps == 8
     _assert_close(_weights(run / "qat2"), _weights(reference.output_dir), 1e-5, "resumed on 1")
+
+
+def test_global_order_shares_and_factors():
+    """Every example once per epoch whatever the world size; factors make DDP's mean of the
+    ranks' mean losses the global batch's mean; a rank with no example runs one at factor 0."""
+    from qtoolkit.dist import GlobalOrder
+
+    one = GlobalOrder(19, 6, seed=3)
+    batches = one.global_batches(epoch=1)
+    assert [len(b) for b in batches] == [6, 6, 6, 1]
+    assert sorted(i for b in batches for i in b) == list(range(19))
+    assert one.global_batches(1) == batches != one.global_batches(2)
+    for world in (2, 3, 4):
+        ranks = [GlobalOrder(19, 6, 3, r, world) for r in range(world)]
+        for batch in batches:
+            shares = [o.share(batch) for o in ranks]
+            real = [(idx, f) for idx, f in shares if f > 0]
+            assert [i for idx, _ in real for i in idx] == batch
+            # DDP's mean over ranks of factor * (the rank's mean loss) weights each example by
+            # factor / (world * examples of the rank): 1 / len(batch), as one process does
+            for idx, f in real:
+                assert f / (world * len(idx)) == pytest.approx(1 / len(batch))
+            assert all(len(idx) == 1 for idx, f in shares if f == 0)
+
+
+def test_peer_failures_print_nothing():
+    from qtoolkit.dist import PeerFailure, failure_line
+    from qtoolkit.errors import QtoolError
+
+    assert failure_line(PeerFailure("x")) is None
+    assert failure_line(QtoolError("bad key")) == "bad key"  # not launched: no rank named

@@ -13,27 +13,22 @@ from typing import Any
 
 from qtoolkit.errors import QtoolError
 
-__all__ = ["atomic_dir", "atomic_file", "write_json", "MARKER"]
-
-# A directory holding this file was written by qtoolkit and may be replaced by a later run.
-MARKER = "qtoolkit.json"
+__all__ = ["atomic_dir", "atomic_file", "write_json"]
 
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces `target` only if the block succeeds.
 
-    An existing `target` is replaced only if qtoolkit wrote it (it holds `qtoolkit.json`) or it is
-    empty, so a mistyped path never wipes a user's folder.
+    No policy here: which folders may be replaced is decided by `qtoolkit.artifacts`, whose
+    `writing_dir` checks its rules and then calls this.
     """
     target = Path(target)
-    if target.exists():
-        if not target.is_dir():
-            raise QtoolError(f"output {target} exists and is not a directory")
-        if any(target.iterdir()) and not (target / MARKER).is_file():
-            raise QtoolError(f"output {target} exists and was not written by qtool; choose another")
+    if target.exists() and not target.is_dir():
+        raise QtoolError(f"output {target} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an output gets the usual permissions
     try:
         yield tmp
     except BaseException:
@@ -56,11 +51,18 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -33,7 +33,6 @@ __all__ = [
 RECIPE_VERSION = 1
 
 Task = Literal["sequence-classification", "question-answering", "token-classification", "masked-lm"]
-CalibMethod = Literal["max", "percentile", "mse", "entropy"]
 
 
 class _Strict(BaseModel):
@@ -101,7 +100,11 @@ class QuantConfig(_Strict):
 class CalibConfig(_Strict):
     """Activation calibration. Weights always use per-channel max."""
 
-    method: CalibMethod = "percentile"
+    method: str = Field(
+        "percentile",
+        description="Activation calibrator, one of qtoolkit.quant.calib.registry.CALIBRATORS: "
+        "max, percentile, mse, entropy.",
+    )
     percentile: float = Field(99.99, gt=0.0, le=100.0)
     num_samples: int = Field(512, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -110,6 +113,15 @@ class CalibConfig(_Strict):
     stride: int = Field(1, ge=1, description="Candidate step for mse/entropy.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: Path | None = Field(None, description="Default: <output_dir>/calibrated.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from qtoolkit.quant.calib.registry import CALIB_METHODS
+
+        if name not in CALIB_METHODS:
+            raise ValueError(f"unknown method '{name}' (known: {', '.join(CALIB_METHODS)})")
+        return name
 
     @model_validator(mode="after")
     def _bins_vs_start(self) -> CalibConfig:
@@ -185,7 +197,8 @@ class ExportConfig(_Strict):
         None, gt=0, description="Tolerance with fp16; default: 2x the int8 tolerance."
     )
     # torch and ORT can round a value one quantization step apart and the difference grows
-    # through the layers: on a fine-tuned MiniLM 0.3-1.2% of 1000 argmaxes flipped.
+    # through the layers: on a fine-tuned MiniLM 0.3-1.2% of 1000 argmaxes flipped. Only
+    # decisions with a top-1 margin over the tolerance count (export/validate.py).
     min_argmax_agreement: float = Field(0.95, ge=0, le=1)
     num_samples: int = Field(64, ge=1, description="Sentences to validate the export with.")
     output_dir: Path | None = None
@@ -227,7 +240,7 @@ class BenchConfig(_Strict):
     backends: list[str] = Field(
         default_factory=lambda: ["ort-fp32", "ort-int8", "trt-int8"],
         description="Backends run on the files this recipe's stages write; see "
-        "qtoolkit.bench.targets.BACKENDS (torch-fp32, torch-fakequant, ort-int8, trt-int8, ...).",
+        "qtoolkit.runtime.backends.BACKENDS (torch-fp32, ort-int8, trt-int8, ...).",
     )
     targets: dict[str, Path] = Field(
         default_factory=dict,
@@ -249,7 +262,7 @@ class BenchConfig(_Strict):
     @field_validator("backends")
     @classmethod
     def _known_backends(cls, names: list[str]) -> list[str]:
-        from qtoolkit.bench.targets import BACKENDS
+        from qtoolkit.runtime.backends import BACKENDS
 
         unknown = [n for n in names if n not in BACKENDS]
         if unknown:

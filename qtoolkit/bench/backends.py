@@ -1,6 +1,6 @@
 """Open a target on its backend: a timer for the latency grid and a runner for accuracy.
 
-Models are loaded through `qtoolkit.pipeline.evaluate.open_target`, so the benchmark measures
+Models are loaded through `qtoolkit.runtime.targets.open_target`, so the benchmark measures
 exactly what `qtool evaluate` evaluates. Every timer has the same three steps: `bind` the inputs
 of one shape (moved to the device once), `warmup(n)` untimed runs, `measure(n)` -> n latencies
 in ms. CPU/PyTorch timers use `perf_counter` around a synchronous call (with a CUDA synchronize
@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qtoolkit.bench.targets import EXPORT_FILE, BenchTarget
+from qtoolkit.artifacts import EXPORT_FILE
+from qtoolkit.bench.targets import BenchTarget
 from qtoolkit.errors import QtoolError
 
 __all__ = ["BackendUnavailable", "OpenedBackend", "Timer", "open_backend"]
@@ -84,8 +85,13 @@ class TorchTimer(_CallTimer):
 
 
 class OrtTimer(_CallTimer):
-    def __init__(self, session) -> None:
+    def __init__(self, session, min_warmup: int = 0) -> None:
         self.session = session
+        # GPU providers build (TensorRT EP) or allocate in their first run: never time it.
+        self.min_warmup = min_warmup
+
+    def warmup(self, iterations: int) -> None:
+        super().warmup(max(iterations, self.min_warmup))
 
     def bind(self, feeds: Mapping[str, np.ndarray]) -> None:
         feed = {}
@@ -133,7 +139,7 @@ def _engine_eval_runner(engine, min_seq: int):
 def _open_engine(target: BenchTarget, recipe) -> OpenedBackend:
     from qtoolkit.engine import EngineRunner
     from qtoolkit.engine.report import build_report_path
-    from qtoolkit.pipeline.evaluate import open_target
+    from qtoolkit.runtime.targets import open_target
 
     # The engine holds no tokenizer or label names: take them from the ONNX it was built from.
     report = build_report_path(target.path)
@@ -165,8 +171,9 @@ def open_backend(
     target: BenchTarget, recipe, torch_device: str, threads: int | None
 ) -> OpenedBackend:
     """Load `target` for its backend; BackendUnavailable if this machine cannot run it."""
-    from qtoolkit.pipeline.evaluate import open_target
+    from qtoolkit.bench.ort_providers import cache_dir_for, min_warmup, ort_providers
     from qtoolkit.runtime import OrtRunner
+    from qtoolkit.runtime.targets import open_target
 
     spec = target.backend
     if spec.runtime == "tensorrt":
@@ -198,7 +205,13 @@ def open_backend(
     opened = open_target(target.path, recipe, threads=threads)
     runner = opened.runner
     if spec.provider != "CPUExecutionProvider":  # open_target's session is a CPU one
-        runner = OrtRunner(target.path, threads, [spec.provider, "CPUExecutionProvider"])
+        cache_dir = cache_dir_for(recipe.stage_dir("bench"), target.path)
+        if spec.provider == "TensorrtExecutionProvider":
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        providers = ort_providers(
+            spec.provider, opened.runner.input_names, recipe.engine, cache_dir, spec.precision
+        )
+        runner = OrtRunner(target.path, threads, providers)
         if runner.session.get_providers()[0] != spec.provider:
             raise BackendUnavailable(f"onnxruntime could not start {spec.provider}")
     device = "cpu" if spec.provider == "CPUExecutionProvider" else "cuda"
@@ -206,7 +219,7 @@ def open_backend(
         target=target,
         family=spec.family,
         device=device,
-        timer=OrtTimer(runner.session),
+        timer=OrtTimer(runner.session, min_warmup(spec.provider)),
         runner=runner,
         tokenizer=opened.tokenizer,
         config=opened.config,

@@ -114,11 +114,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 def write_results(out_dir: Path, results: dict[str, Any], plot) -> None:
     """results.json, results.md and (when `plot(path)` makes one) the PNG, all at once: the
     folder is built aside and renamed into place."""
-    from qtoolkit.fsutil import MARKER, atomic_dir
+    from qtoolkit.artifacts import Kind, write_manifest, writing_dir
 
-    with atomic_dir(out_dir) as tmp:
+    with writing_dir(out_dir, Kind.BENCH) as tmp:
         results["plot"] = PLOT_FILE if plot(tmp / PLOT_FILE) else None
         (tmp / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
         (tmp / RESULTS_MD).write_text(results_markdown(results))
-        marker = {"format": "qtoolkit-bench", "stage": "bench", "results": RESULTS_JSON}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        write_manifest(tmp, Kind.BENCH, stage="bench", results=RESULTS_JSON)

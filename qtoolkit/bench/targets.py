@@ -10,21 +10,20 @@ each on the file the recipe's stages write, and `bench.targets`) and from `NAME=
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qtoolkit.artifacts import ENGINE_FILE, EXPORT_FILE, fp32_path_for, identify, quantized_source
 from qtoolkit.errors import QtoolError
+from qtoolkit.runtime.backends import BACKENDS, BackendSpec, get_backend
 
 if TYPE_CHECKING:
     from qtoolkit.recipe import Recipe
 
 __all__ = [
     "BACKENDS",
-    "ENGINE_FILE",
-    "EXPORT_FILE",
     "BackendSpec",
     "BenchTarget",
     "default_path",
@@ -32,45 +31,6 @@ __all__ = [
     "resolve_targets",
     "unavailable_reason",
 ]
-
-# File names inside the export and engine stage folders.
-EXPORT_FILE = "model.onnx"
-ENGINE_FILE = "model.engine"
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    name: str
-    runtime: str  # torch | onnxruntime | tensorrt
-    precision: str  # fp32 | fp16 | int8
-    artifact: str  # float-checkpoint | quantized-checkpoint | onnx-fp32 | onnx-int8 | engine
-    family: str  # speed-ups compare members of one family with its float member
-    provider: str | None = None  # ONNX Runtime execution provider
-    needs_cuda: bool = False
-
-
-def _ort(name: str, precision: str, provider: str, family: str) -> BackendSpec:
-    return BackendSpec(
-        name, "onnxruntime", precision, f"onnx-{precision}", family, provider, "CPU" not in provider
-    )
-
-
-BACKENDS: dict[str, BackendSpec] = {
-    b.name: b
-    for b in (
-        BackendSpec("torch-fp32", "torch", "fp32", "float-checkpoint", "torch"),
-        BackendSpec("torch-fp16", "torch", "fp16", "float-checkpoint", "torch", needs_cuda=True),
-        BackendSpec("torch-fakequant", "torch", "int8", "quantized-checkpoint", "torch"),
-        _ort("ort-fp32", "fp32", "CPUExecutionProvider", "ort-cpu"),
-        _ort("ort-int8", "int8", "CPUExecutionProvider", "ort-cpu"),
-        _ort("ort-cuda-fp32", "fp32", "CUDAExecutionProvider", "ort-cuda"),
-        _ort("ort-cuda-int8", "int8", "CUDAExecutionProvider", "ort-cuda"),
-        _ort("ort-trt-fp32", "fp32", "TensorrtExecutionProvider", "ort-tensorrt"),
-        _ort("ort-trt-int8", "int8", "TensorrtExecutionProvider", "ort-tensorrt"),
-        BackendSpec("trt-int8", "tensorrt", "int8", "engine", "tensorrt", needs_cuda=True),
-        BackendSpec("trt-fp16", "tensorrt", "fp16", "engine", "tensorrt", needs_cuda=True),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -83,13 +43,11 @@ class BenchTarget:
 
 def default_path(backend: BackendSpec, recipe: Recipe) -> Path | None:
     """The file the recipe's stages write for `backend`, or None (trt-fp16: give a path)."""
-    from qtoolkit.fsutil import MARKER
-
     if backend.artifact == "float-checkpoint":
+        from qtoolkit.artifacts import finetuned_source
         from qtoolkit.models import resolve_model_ref
-        from qtoolkit.pipeline.common import quant_source
 
-        model_cfg, _ = quant_source(recipe)
+        model_cfg, _ = finetuned_source(recipe)
         if model_cfg.path is None:
             return None
         try:
@@ -97,45 +55,33 @@ def default_path(backend: BackendSpec, recipe: Recipe) -> Path | None:
         except QtoolError:
             return Path(model_cfg.path)  # reported as missing, like any stage output
     if backend.artifact == "quantized-checkpoint":
-        qat = recipe.stage_dir("qat")
-        return qat if (qat / MARKER).is_file() else recipe.stage_dir("calibrated")
+        return quantized_source(recipe) or recipe.stage_dir("calibrated")
     if backend.artifact.startswith("onnx-"):
         onnx_path = recipe.stage_dir("export") / EXPORT_FILE
         if backend.precision == "int8":
             return onnx_path
-        from qtoolkit.export import fp32_path_for
-
         return fp32_path_for(onnx_path)
     if backend.name == "trt-int8":
         return recipe.stage_dir("engine") / ENGINE_FILE
     return None
 
 
-def _spec(name: str) -> BackendSpec:
-    if name not in BACKENDS:
-        raise QtoolError(f"unknown backend '{name}' (known: {', '.join(BACKENDS)})")
-    return BACKENDS[name]
-
-
 def infer_backend(path: Path) -> BackendSpec:
     """The backend for a file: an engine, an ONNX model (int8 if it has Q/DQ or integer ops),
     a quantized checkpoint (PyTorch fake-quant) or a float checkpoint."""
-    from qtoolkit.fsutil import MARKER
-
-    if path.suffix in (".engine", ".plan"):
+    if path.suffix in (".engine", ".plan"):  # may not be built yet: checked when it runs
         return BACKENDS["trt-int8"]
-    if path.suffix == ".onnx":
+    what = identify(path)
+    if what == "onnx":
         import onnx
 
-        if not path.is_file():
-            raise QtoolError(f"benchmark target not found: {path}")
         graph = onnx.load(str(path), load_external_data=False).graph
         int8 = any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in graph.node)
         return BACKENDS["ort-int8" if int8 else "ort-fp32"]
+    if what == "quantized-checkpoint":
+        return BACKENDS["torch-fakequant"]
     if path.is_dir():
-        marker = path / MARKER
-        fmt = json.loads(marker.read_text()).get("format") if marker.is_file() else None
-        return BACKENDS["torch-fakequant" if fmt == "qtoolkit-quantized" else "torch-fp32"]
+        return BACKENDS["torch-fp32"]
     raise QtoolError(f"benchmark target not found: {path}")
 
 
@@ -150,7 +96,7 @@ def parse_target(text: str, path: str | Path | None = None) -> BenchTarget:
     name, path = text.strip(), Path(path)
     label, _, backend = name.partition(":")
     if backend:
-        return BenchTarget(label, _spec(backend), path, explicit=True)
+        return BenchTarget(label, get_backend(backend), path, explicit=True)
     spec = BACKENDS.get(name) or infer_backend(path)
     return BenchTarget(name, spec, path, explicit=True)
 
@@ -160,7 +106,7 @@ def resolve_targets(recipe: Recipe, extra: Sequence[str | BenchTarget] = ()) -> 
     strings or targets); a later target with an existing name replaces it in place."""
     targets: dict[str, BenchTarget] = {}
     for name in recipe.bench.backends:
-        spec = _spec(name)
+        spec = get_backend(name)
         targets[name] = BenchTarget(name, spec, default_path(spec, recipe))
     given = [parse_target(k, v) for k, v in recipe.bench.targets.items()]
     given += [t if isinstance(t, BenchTarget) else parse_target(t) for t in extra]

@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtoolkit.artifacts import Kind, write_manifest, writing_dir
 from qtoolkit.errors import QtoolError
-from qtoolkit.fsutil import atomic_dir
 
 __all__ = ["DATASETS", "prepare_dataset", "RT_SPLITS"]
 
@@ -35,6 +35,10 @@ class Prepared:
     output_dir: Path
     counts: dict[str, int]
     seed: int
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        return f"wrote {self.output_dir}: {counts} (seed {self.seed})"
 
 
 def _fetch_sdist(cache: Path) -> Path:
@@ -90,7 +94,7 @@ def prepare_rt_sentiment(out_dir: Path, seed: int, cache: Path | None) -> Prepar
         raise QtoolError(f"expected at least {need} rated sentences, found {len(labelled)}")
     random.Random(seed).shuffle(labelled)
     counts, start = {}, 0
-    with atomic_dir(out_dir) as tmp_dir:
+    with writing_dir(out_dir, Kind.DATASET) as tmp_dir:
         for split, n in RT_SPLITS.items():
             part = labelled[start : start + n]
             start += n
@@ -99,7 +103,6 @@ def prepare_rt_sentiment(out_dir: Path, seed: int, cache: Path | None) -> Prepar
                     f.write(json.dumps({"id": sid, "text": text, "label": label}) + "\n")
             counts[split] = len(part)
         manifest = {
-            "format": "qtoolkit-dataset",
             "dataset": "rt-sentiment",
             "source": SDIST,
             "source_sha256": digest,
@@ -112,7 +115,7 @@ def prepare_rt_sentiment(out_dir: Path, seed: int, cache: Path | None) -> Prepar
             "labels": {"0": "negative (mean rating < 0)", "1": "positive (mean rating > 0)"},
             "credit": "C.J. Hutto and E. Gilbert, VADER, ICWSM 2014 (MIT licence)",
         }
-        (tmp_dir / "qtoolkit.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(tmp_dir, Kind.DATASET, **manifest)
     return Prepared(out_dir, counts, seed)
 
 

@@ -2,9 +2,10 @@
 
 Outputs, each written atomically (a temporary sibling renamed into place):
     <name>.engine       the serialized engine
-    <name>.build.json   TensorRT version, GPU, profiles, precision, layer precisions, build time
-    <name>.trtexec.sh   the equivalent trtexec command
-    timing.cache        (or engine.timing_cache) loaded before the build if present, saved after
+    <name>.build.json   TensorRT version, GPU, profiles, precision, warnings, layer precisions
+    <name>.trtexec.sh   the equivalent trtexec command (build only: --skipInference)
+    timing.cache        (or engine.timing_cache) loaded before the build if present, merged
+                        with what is on disk and saved after, under a lock
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 
 from qtoolkit.engine import environment
 from qtoolkit.engine.layers import inspect_engine_layers
-from qtoolkit.engine.logger import make_logger
-from qtoolkit.engine.plan import BuildPlan, plan_build
+from qtoolkit.engine.logger import make_logger, quote_errors
+from qtoolkit.engine.plan import DRY_RUN_VERSIONS, BuildPlan, plan_build
 from qtoolkit.engine.profiles import make_profiles, read_onnx
 from qtoolkit.engine.report import (
     BuildReport,
@@ -27,6 +28,7 @@ from qtoolkit.engine.report import (
     write_build_report,
 )
 from qtoolkit.engine.timing_cache import attach_timing_cache, save_timing_cache
+from qtoolkit.engine.trt_objects import create_builder
 from qtoolkit.errors import QtoolError
 from qtoolkit.fsutil import atomic_file
 from qtoolkit.recipe import EngineConfig
@@ -41,6 +43,17 @@ class EngineBuild:
     trtexec_script: Path
     report: BuildReport
 
+    def summary(self) -> str:
+        """What `qtool build-engine` prints: the engine, its size, TensorRT, GPU, build time."""
+        report = self.report.to_dict()
+        size_mib = self.engine_path.stat().st_size / 2**20
+        return (
+            f"built {self.engine_path} ({size_mib:.1f} MiB) with TensorRT "
+            f"{report.get('tensorrt_version')} on {report.get('gpu')} in "
+            f"{report.get('build_seconds', 0):.1f}s\n"
+            f"report {self.report_path}; trtexec equivalent {self.trtexec_script}"
+        )
+
 
 def dry_run(
     onnx_path: str | Path,
@@ -48,14 +61,33 @@ def dry_run(
     config: EngineConfig,
     trt_version: str | None = None,
 ) -> str:
-    """The trtexec command for this build; nothing is built or written."""
-    return plan_build(onnx_path, engine_path, config, trt_version).trtexec_command
+    """The trtexec command for this build; nothing is built or written.
+
+    Without `trt_version` and without TensorRT here, one commented command per major version
+    (their flags differ), so the output never silently assumes one."""
+    if trt_version is None and environment.installed_tensorrt_version() is None:
+        onnx = read_onnx(onnx_path)
+        blocks = []
+        for version in DRY_RUN_VERSIONS:
+            plan = plan_build(onnx_path, engine_path, config, version, onnx=onnx)
+            blocks.append(_commented(plan, plan.precision.note))
+        return "\n".join(blocks)
+    plan = plan_build(onnx_path, engine_path, config, trt_version)
+    return _commented(plan) if plan.precision.warnings else plan.trtexec_command
+
+
+def _commented(plan: BuildPlan, title: str | None = None) -> str:
+    lines = [f"# {title}"] if title else []
+    lines += [f"# warning: {w}" for w in plan.precision.warnings]
+    return "\n".join([*lines, plan.trtexec_command])
 
 
 def build_engine(
     onnx_path: str | Path, engine_path: str | Path, config: EngineConfig
 ) -> EngineBuild:
     """Build `engine_path` from `onnx_path`. Needs TensorRT >= 10 and an NVIDIA GPU."""
+    from qtoolkit.ui import notice
+
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if engine_path.resolve() == onnx_path.resolve():
         raise QtoolError(f"the engine would overwrite its ONNX model: {engine_path}")
@@ -64,17 +96,23 @@ def build_engine(
     make_profiles(onnx.inputs, config)
     trt = environment.require_tensorrt_and_gpu()
     plan = plan_build(onnx_path, engine_path, config, trt_version=trt.__version__, onnx=onnx)
+    for warning in plan.precision.warnings:
+        notice(warning)
     logger = make_logger(trt)
     # The parser owns the network's weights: keep it alive until the build is done.
     builder, network, parser = _parse(trt, logger, plan)
     builder_config = _configure(trt, logger, builder, plan)
     cache_state = attach_timing_cache(builder_config, plan.timing_cache)
 
+    mark = logger.mark()
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, builder_config)
     seconds = time.perf_counter() - start
     if serialized is None:
-        raise QtoolError(f"TensorRT failed to build the engine: {_first(logger.errors)}")
+        raise QtoolError(
+            f"TensorRT {trt.__version__} failed to build {engine_path.name} from {onnx_path}: "
+            f"{quote_errors(logger.errors_since(mark), 'see TensorRT messages above')}"
+        )
     data = memoryview(serialized).tobytes()
     del parser, network  # the serialized engine holds its own copy of the weights
 
@@ -96,13 +134,15 @@ def build_engine(
 
 
 def _parse(trt: Any, logger: Any, plan: BuildPlan) -> tuple[Any, Any, Any]:
-    builder = trt.Builder(logger)
+    builder = create_builder(trt, logger)
     network = builder.create_network(_network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
+    mark = logger.mark()
     # parse_from_file (not parse(bytes)) lets the parser find external weight files.
     if not parser.parse_from_file(str(plan.onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
-        raise QtoolError(f"TensorRT could not parse {plan.onnx_path}: {_first(errors)}")
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        reason = quote_errors(errors or logger.errors_since(mark), "see TensorRT messages above")
+        raise QtoolError(f"TensorRT could not parse {plan.onnx_path}: {reason}")
     return builder, network, parser
 
 
@@ -119,8 +159,10 @@ def _configure(trt: Any, logger: Any, builder: Any, plan: BuildPlan) -> Any:
     profile = builder.create_optimization_profile()
     for shapes in plan.profiles:
         profile.set_shape(shapes.name, shapes.min, shapes.opt, shapes.max)
+    mark = logger.mark()
     if builder_config.add_optimization_profile(profile) < 0:
-        raise QtoolError(f"TensorRT refused the optimisation profile: {_first(logger.errors)}")
+        reason = quote_errors(logger.errors_since(mark), "see TensorRT messages above")
+        raise QtoolError(f"TensorRT refused the optimisation profile: {reason}")
     return builder_config
 
 
@@ -136,12 +178,10 @@ def _write_trtexec_script(plan: BuildPlan) -> Path:
     lines = [
         "#!/bin/sh",
         f"# Equivalent of qtoolkit's Python-API build ({plan.precision.note}).",
+        *(f"# warning: {w}" for w in plan.precision.warnings),
         " \\\n    ".join(shlex.quote(arg) for arg in plan.trtexec_argv),
     ]
     with atomic_file(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
     return path
-
-
-def _first(errors: list[str]) -> str:
-    return errors[0].strip().splitlines()[0] if errors else "see TensorRT's messages above"

@@ -85,8 +85,10 @@ def summarize_layers(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def inspect_engine_layers(trt: Any, logger: Any, serialized: bytes) -> dict[str, Any]:
     """Deserialize the engine and summarize its layers; {'error': ...} when that fails."""
+    from qtoolkit.engine.trt_objects import create_runtime
+
     try:
-        runtime = trt.Runtime(logger)
+        runtime = create_runtime(trt, logger)
         engine = runtime.deserialize_cuda_engine(serialized)
         if engine is None:
             return {"error": "the engine could not be deserialized for inspection"}

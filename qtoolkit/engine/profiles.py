@@ -31,6 +31,13 @@ class OnnxSummary:
     inputs: tuple[OnnxInput, ...]
     num_quantize: int
     num_dequantize: int
+    # fp16 initializers plus Casts to fp16: > 0 for an `export.fp16` model. TensorRT 11 takes
+    # float precision only from the ONNX, so an fp32 model builds fp32 layers there.
+    num_fp16: int = 0
+
+    @property
+    def has_fp16(self) -> bool:
+        return self.num_fp16 > 0
 
     @property
     def has_qdq(self) -> bool:
@@ -80,10 +87,17 @@ def read_onnx(path: str | Path) -> OnnxSummary:
                 dims.append(None)
         inputs.append(OnnxInput(value.name, tuple(dims)))
     ops = [node.op_type for node in graph.node]
+    fp16 = onnx.TensorProto.FLOAT16
+    casts = sum(
+        1
+        for node in graph.node
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute)
+    )
     return OnnxSummary(
         inputs=tuple(inputs),
         num_quantize=ops.count(QDQ_OPS[0]),
         num_dequantize=ops.count(QDQ_OPS[1]),
+        num_fp16=casts + sum(1 for init in graph.initializer if init.data_type == fp16),
     )
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from qtoolkit import __version__
 from qtoolkit.engine.plan import BuildPlan
+from qtoolkit.engine.precision import SUPPORTED_TRT
 from qtoolkit.fsutil import write_json
 
 __all__ = ["BuildReport", "build_report_path", "trtexec_script_path", "write_build_report"]
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # 2: tensorrt_major, tensorrt_supported, precision.warnings
 
 
 @dataclass
@@ -38,6 +39,8 @@ class BuildReport:
             "engine": str(plan.engine_path),
             "engine_bytes": self.engine_bytes,
             "tensorrt_version": plan.precision.trt_version,
+            "tensorrt_major": plan.precision.trt_major,
+            "tensorrt_supported": SUPPORTED_TRT,
             "gpu": self.gpu,
             "build_seconds": round(self.build_seconds, 3),
             "precision": {
@@ -45,6 +48,8 @@ class BuildReport:
                 "network_flags": list(plan.precision.network_flags),
                 "builder_flags": list(plan.precision.builder_flags),
                 "note": plan.precision.note,
+                "warnings": list(plan.precision.warnings),
+                "onnx_fp16_tensors": plan.onnx.num_fp16,
                 "onnx_quantize_nodes": plan.onnx.num_quantize,
                 "onnx_dequantize_nodes": plan.onnx.num_dequantize,
             },

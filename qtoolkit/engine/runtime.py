@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from qtoolkit.engine.environment import DOCKER_HINT, import_tensorrt
-from qtoolkit.engine.logger import make_logger
+from qtoolkit.engine.logger import make_logger, quote_errors
+from qtoolkit.engine.trt_objects import create_execution_context, create_runtime
 from qtoolkit.errors import QtoolError
 
 __all__ = ["EngineRunner", "TimedRun", "torch_dtype_for"]
@@ -62,14 +63,16 @@ class EngineRunner:
         if not path.is_file():
             raise QtoolError(f"engine not found: {path}")
         self._logger = make_logger(self._trt)
-        self._runtime = self._trt.Runtime(self._logger)
+        self._runtime = create_runtime(self._trt, self._logger)
+        mark = self._logger.mark()
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
+            logged = quote_errors(self._logger.errors_since(mark), "no error was logged")
             raise QtoolError(
-                f"{path}: TensorRT could not load this engine (built by another TensorRT version "
-                "or for another GPU?); rebuild it here"
+                f"{path}: TensorRT {self._trt.__version__} could not load this engine ({logged}); "
+                "was it built by another TensorRT version or for another GPU? rebuild it here"
             )
-        self.context = self.engine.create_execution_context()
+        self.context = create_execution_context(self.engine, self._logger, str(path))
         mode_input = self._trt.TensorIOMode.INPUT
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == mode_input]
@@ -144,8 +147,10 @@ class EngineRunner:
         self.stream.synchronize()
 
     def _execute(self, stream_handle: int) -> None:
+        mark = self._logger.mark()
         if not self.context.execute_async_v3(stream_handle):
-            raise QtoolError(f"TensorRT execution failed: {self._logger.errors[-1:] or '?'}")
+            logged = quote_errors(self._logger.errors_since(mark), "no error was logged")
+            raise QtoolError(f"TensorRT execution failed: {logged}")
 
 
 def _cuda_torch() -> Any:

@@ -5,6 +5,8 @@ Flag names follow the trtexec reference: `--onnx`, `--saveEngine`, `--minShapes/
 `--builderOptimizationLevel`, `--profilingVerbosity=detailed`. Precision flags come from the
 `PrecisionPlan`: `--fp16 --int8` (TensorRT 10 weakly typed), `--stronglyTyped` (TensorRT 10
 strongly typed) or none (TensorRT 11, where they were removed and strong typing is always on).
+`--skipInference` makes it a build only, like the Python build (trtexec otherwise goes on to time
+inference for seconds after saving the engine).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def trtexec_argv(
     if config.builder_optimization_level is not None:
         argv.append(f"--builderOptimizationLevel={config.builder_optimization_level}")
     argv.append("--profilingVerbosity=detailed")
+    argv.append("--skipInference")
     return argv
 
 

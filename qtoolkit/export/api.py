@@ -104,6 +104,7 @@ def effective_quant_config(model: nn.Module, quant_cfg: QuantConfig | None = Non
     from torch import nn
 
     from qtoolkit.quant.insert import iter_quantizers
+    from qtoolkit.quant.roles import ADD_LOCAL, role_of
     from qtoolkit.recipe import QuantConfig
 
     quantizers = list(iter_quantizers(model))
@@ -112,9 +113,9 @@ def effective_quant_config(model: nn.Module, quant_cfg: QuantConfig | None = Non
         quant_cfg = QuantConfig(
             linear=any(type(m).__name__ == "QuantLinear" for m in model.modules()),
             conv1d=any(type(m).__name__ == "QuantConv1d" for m in model.modules()),
-            attention_matmul=any(".matmul_" in n or n.endswith("hs_quantizer") for n in names),
-            residual_add=any(".add_" in n for n in names),
-            residual_inputs="both" if any(".add_local_" in n for n in names) else "residual",
+            attention_matmul=any(role_of(n).group == "attention_matmul" for n in names),
+            residual_add=any(role_of(n).group == "residual_add" for n in names),
+            residual_inputs="both" if any(n.endswith(ADD_LOCAL) for n in names) else "residual",
         )
     skip = list(quant_cfg.skip)
     skip += [n for n, q in quantizers if q._disabled]

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 
 from qtoolkit.export.graph import QDQ_OPS, SHAPE_OPS, GraphIndex, attr
+from qtoolkit.quant.roles import ADD_LOCAL, ADD_RESIDUAL, QUANTIZER_ATTRS
 
 if TYPE_CHECKING:
     from qtoolkit.recipe import QuantConfig
@@ -52,19 +53,6 @@ _INTEGER_CONTRIB_OPS = frozenset(
     {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QGemm", "QAttention", "QEmbedLayerNorm"}
 )
 _LOOK_THROUGH = SHAPE_OPS | {"Cast"}
-# Quantizer attribute names under a module, to tell whether a skip pattern touches the module.
-_QUANTIZER_SUFFIXES = (
-    "_input_quantizer",
-    "_weight_quantizer",
-    "matmul_q_input_quantizer",
-    "matmul_k_input_quantizer",
-    "matmul_a_input_quantizer",
-    "matmul_v_input_quantizer",
-    "lhs_quantizer",
-    "rhs_quantizer",
-    "add_local_input_quantizer",
-    "add_residual_input_quantizer",
-)
 
 
 @dataclass(frozen=True)
@@ -249,7 +237,7 @@ def _skipped(module: str, skip: list[str]) -> bool:
     prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
     if any(fnmatchcase(p, pat) for pat in skip for p in prefixes):
         return True
-    candidates = [f"{module}.{suffix}" for suffix in _QUANTIZER_SUFFIXES]
+    candidates = [f"{module}.{suffix}" for suffix in QUANTIZER_ATTRS]
     return any(fnmatchcase(c, pat) for pat in skip for c in candidates)
 
 
@@ -349,13 +337,11 @@ def _check_residual_add(idx: GraphIndex, node: onnx.NodeProto, quant_cfg) -> lis
     required = []
     for i in range(len(node.input)):
         if i == local:
-            need = both and not _quantizer_skipped(
-                module, "add_local_input_quantizer", quant_cfg.skip
-            )
+            need = both and not _quantizer_skipped(module, ADD_LOCAL, quant_cfg.skip)
         elif local is None and not both:
             need = False  # cannot tell the skip input apart: at least one must be quantized
         else:
-            need = not _quantizer_skipped(module, "add_residual_input_quantizer", quant_cfg.skip)
+            need = not _quantizer_skipped(module, ADD_RESIDUAL, quant_cfg.skip)
         required.append(need)
     if local is None and not both and not any(fed):
         required = [True] * len(node.input)

@@ -40,6 +40,14 @@ class BenchOutcome:
     seconds: float
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> Any:
+        """What `qtool benchmark` prints: results.md as written, then where it and the plot are."""
+        from rich.console import Group
+        from rich.markdown import Markdown
+
+        plot = f", plot {self.plot}" if self.plot else ""
+        return Group(Markdown(self.results_md.read_text()), f"wrote {self.results_md}{plot}")
+
 
 def _open_all(targets, recipe: Recipe, device: str, advance, steps: int):
     from qtoolkit.bench.backends import BackendUnavailable, open_backend
@@ -78,20 +86,20 @@ def _feeds_maker(opened, recipe: Recipe) -> tuple[Callable, str]:
 
 
 def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]], dict]:
-    from qtoolkit.pipeline.evaluate import (
-        _task_options,
-        agreement,
-        evaluate_runner,
-        label_map_for,
-    )
-    from qtoolkit.tasks import get_task
+    from qtoolkit.pipeline.common import split_evaluator, stage_task
+    from qtoolkit.tasks.evaluation import agreement, evaluate_runner
 
     first, data_cfg = opened[0], recipe.data
-    task = get_task(first.task_name, **_task_options(first.task_name, recipe))
-    examples = task.read(data_cfg.test_file, data_cfg, recipe.bench.accuracy_limit)
-    data = task.encode(
-        first.tokenizer, examples, data_cfg.max_length, label_map_for(task, examples, first.config)
+    task = stage_task(recipe, first.task_name)
+    evaluator = split_evaluator(
+        recipe,
+        task,
+        first.tokenizer,
+        data_cfg.test_file,
+        first.config,
+        limit=recipe.bench.accuracy_limit,
     )
+    data = evaluator.data
     results: dict[str, dict[str, Any]] = {}
     predictions = {}
     for ob in opened:
@@ -113,7 +121,7 @@ def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]
     info = {
         "primary_metric": task.primary_metric,
         "accuracy_data": str(data_cfg.test_file),
-        "accuracy_examples": len(examples),
+        "accuracy_examples": evaluator.num_examples,
     }
     return results, info
 

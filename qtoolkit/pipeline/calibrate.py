@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.recipe import Recipe
+from qtoolkit.recipe import CalibConfig, Recipe
 
-__all__ = ["CalibrateOutcome", "run_calibrate"]
+__all__ = ["CalibrateOutcome", "amax_summary", "quantizer_group", "run_calibrate"]
 
 
 @dataclass
@@ -22,6 +22,29 @@ class CalibrateOutcome:
     records: list[dict[str, Any]]
     unused: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+
+    def summary(self, calib: CalibConfig | None = None) -> Any:
+        """What `qtool calibrate` prints: amax ranges per quantizer group, counts and timing.
+        `calib` (the recipe's) names the method in the text."""
+        from rich.console import Group
+
+        per_100 = self.seconds / self.num_samples * 100
+        what = ""
+        if calib is not None:
+            label = calib.method + (f" {calib.percentile}" if calib.method == "percentile" else "")
+            what = f" ({label})"
+        lines: list[Any] = [
+            amax_summary(self.records),
+            f"calibrated {sum(1 for x in self.records if x['enabled'])} quantizers{what} on "
+            f"{self.num_samples} samples in {self.seconds:.1f}s ({per_100:.1f}s per 100 samples)",
+        ]
+        if self.unused:
+            lines.append(
+                f"[yellow]note:[/yellow] {len(self.unused)} quantizers saw no data and stay in "
+                f"float: {self.unused[:3]}"
+            )
+        lines.append(f"wrote {self.output_dir} (amax table: {self.output_dir / 'amax.md'})")
+        return Group(*lines)
 
 
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
@@ -91,3 +114,33 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
         unused=result.unused,
         notices=notices,
     )
+
+
+def quantizer_group(name: str) -> str:
+    """The summary-table group of a quantizer, from its name."""
+    from qtoolkit.quant.roles import role_of
+
+    return role_of(name).label
+
+
+def amax_summary(records: list[dict[str, Any]]) -> Any:
+    """A rich table: per quantizer group, how many there are, how many are off, amax spread."""
+    import statistics
+
+    from rich.table import Table
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault(quantizer_group(rec["name"]), []).append(rec)
+    table = Table(title="quantizers")
+    for col in ("group", "count", "off", "amax min", "amax median", "amax max"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for group, recs in groups.items():
+        values = [v for r in recs if r["amax"] is not None for v in (r["amax_min"], r["amax_max"])]
+        off = sum(1 for r in recs if not r["enabled"])
+        if values:
+            cells = (f"{min(values):.4g}", f"{statistics.median(values):.4g}", f"{max(values):.4g}")
+        else:
+            cells = ("-", "-", "-")
+        table.add_row(group, str(len(recs)), str(off), *cells)
+    return table

@@ -1,10 +1,26 @@
-"""Helpers shared by stage functions."""
+"""What every stage starts with: the device, the task of a recipe and an evaluator on a split."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-__all__ = ["resolve_device", "batch_forward_loop", "quant_source"]
+from qtoolkit.artifacts import finetuned_source
+
+__all__ = [
+    "Evaluator",
+    "batch_forward_loop",
+    "quant_source",
+    "resolve_device",
+    "split_evaluator",
+    "stage_task",
+]
+
+# The model the quantization stages start from (the fine-tuned one when it exists).
+quant_source = finetuned_source
 
 
 def resolve_device(name: str) -> str:
@@ -32,14 +48,63 @@ def batch_forward_loop(
     return loop
 
 
-def quant_source(recipe):
-    """The model the quantization stages start from: the recipe's fine-tuned checkpoint when
-    that stage has run (its output holds a qtoolkit-float manifest), else `model.path`."""
-    import json
+def stage_task(recipe, task_name: str | None = None):
+    """The task object for `task_name` (default: the recipe's), with the recipe's options."""
+    from qtoolkit.tasks import get_task
+    from qtoolkit.tasks.evaluation import task_options
 
-    finetuned = recipe.stage_dir("finetuned")
-    marker = finetuned / "qtoolkit.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("format") == "qtoolkit-float":
-        cfg = recipe.model.model_copy(update={"path": str(finetuned), "random_init": False})
-        return cfg, [f"using the fine-tuned checkpoint {finetuned}"]
-    return recipe.model, []
+    name = task_name or recipe.model.task
+    return get_task(name, **task_options(name, recipe.data))
+
+
+@dataclass
+class Evaluator:
+    """One split, read and tokenized once, that scores any model or runner."""
+
+    task: Any
+    data: Any  # TaskData
+    num_examples: int
+    batch_size: int
+    device: str = "cpu"
+
+    def run(self, target, description: str = "eval") -> tuple[dict[str, float], Any, float]:
+        """(metrics, predictions, seconds) of a model (run in PyTorch) or a runner."""
+        from torch import nn
+
+        from qtoolkit.runtime import TorchRunner
+        from qtoolkit.tasks.evaluation import evaluate_runner
+
+        runner = target
+        if isinstance(target, nn.Module):
+            runner = TorchRunner(target, self.task.output_names, self.device)
+        start = time.perf_counter()
+        metrics, predictions = evaluate_runner(
+            runner, self.task, self.data, self.batch_size, description
+        )
+        return metrics, predictions, time.perf_counter() - start
+
+    def metrics(self, model, description: str = "eval") -> dict[str, float]:
+        return self.run(model, description)[0]
+
+
+def split_evaluator(
+    recipe,
+    task,
+    tokenizer,
+    data_file: str | Path,
+    config=None,
+    *,
+    limit: int | None = None,
+    label2id: dict | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+) -> Evaluator:
+    """Read `data_file` for `task`, map labels to the model's ids (`config`, unless `label2id`
+    is given) and tokenize it with the model's tokenizer."""
+    from qtoolkit.tasks.evaluation import label_map_for
+
+    examples = task.read(data_file, recipe.data, limit)
+    if label2id is None:
+        label2id = label_map_for(task, examples, config)
+    data = task.encode(tokenizer, examples, recipe.data.max_length, label2id)
+    return Evaluator(task, data, len(examples), batch_size or recipe.data.eval_batch_size, device)

@@ -3,9 +3,9 @@ also holds the tokenizer and config, so `qtool evaluate` and `qtool benchmark` c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from qtoolkit.artifacts import EXPORT_FILE, Kind, check_output_dir, quantized_source, write_manifest
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
@@ -14,20 +14,19 @@ __all__ = ["default_export_source", "run_export", "export_checkpoint"]
 
 def default_export_source(recipe: Recipe) -> Path:
     """The recipe's QAT checkpoint if `qtool qat` has run, else its calibrated one."""
-    for stage in ("qat", "calibrated"):
-        folder = recipe.stage_dir(stage)
-        if (folder / "qtoolkit.json").is_file():
-            return folder
-    raise QtoolError(
-        f"nothing to export: neither {recipe.stage_dir('qat')} nor "
-        f"{recipe.stage_dir('calibrated')} exists (run qtool calibrate or qtool qat first)"
-    )
+    source = quantized_source(recipe)
+    if source is None:
+        raise QtoolError(
+            f"nothing to export: neither {recipe.stage_dir('qat')} nor "
+            f"{recipe.stage_dir('calibrated')} exists (run qtool calibrate or qtool qat first)"
+        )
+    return source
 
 
 def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     """Export `checkpoint` to `out_path`; the sample batches are data.calib_file's sentences
     tokenized with the checkpoint's own tokenizer."""
-    from qtoolkit import __version__
+    from qtoolkit.artifacts import record_files
     from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.export import export_onnx
     from qtoolkit.quant import load_quantized
@@ -37,24 +36,31 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     data_file = recipe.data.calib_file
     if data_file is None:
         raise QtoolError("export validates on real text: set data.calib_file or pass --calib-file")
+    folder = Path(out_path).parent
+    # Files are added to the export folder (next to other exports), so it must be new, empty
+    # or an export folder, and must hold no input.
+    check_output_dir(folder, Kind.ONNX, inputs=(checkpoint, data_file))
     ckpt = load_quantized(checkpoint)
     examples = read_data_examples(data_file, recipe.data, recipe.export.num_samples)
     batches = tokenize_batches(ckpt.tokenizer, examples, 16, recipe.data.max_length)
     result = export_onnx(ckpt, out_path, recipe.export, batches)
-    folder = Path(out_path).parent
     ckpt.model.config.save_pretrained(folder)
     ckpt.tokenizer.save_pretrained(folder)
-    manifest = {
-        "format": "qtoolkit-onnx",
-        "qtoolkit_version": __version__,
-        "task": ckpt.manifest["task"],
-        "architecture": ckpt.manifest["architecture"],
-        "source_checkpoint": str(checkpoint),
-        "onnx": Path(out_path).name,
-        "validation": result.validation.summary(),
-        "tensorrt_violations": [str(v) for v in result.violations],
-    }
-    (folder / "qtoolkit.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    fp32 = result.fp32_validation
+    write_manifest(
+        folder,
+        Kind.ONNX,
+        task=ckpt.manifest["task"],
+        architecture=ckpt.manifest["architecture"],
+        source_checkpoint=str(checkpoint),
+        onnx=Path(out_path).name,
+        validation=result.validation.summary(),
+        # Both agreement figures (raw, and on decisions with a margin over atol) per output.
+        validation_report=result.validation.to_dict(),
+        **({"fp32_validation_report": fp32.to_dict()} if fp32 is not None else {}),
+        tensorrt_violations=[str(v) for v in result.violations],
+    )
+    record_files(folder)
     return result
 
 
@@ -63,5 +69,5 @@ def run_export(recipe: Recipe):
     cfg = recipe.export.model_copy(update={"fp32_baseline": True})
     recipe = recipe.model_copy(update={"export": cfg})
     return export_checkpoint(
-        default_export_source(recipe), recipe.stage_dir("export") / "model.onnx", recipe
+        default_export_source(recipe), recipe.stage_dir("export") / EXPORT_FILE, recipe
     )

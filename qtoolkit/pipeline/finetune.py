@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,34 +22,44 @@ class FinetuneOutcome:
     seconds: float
     history: list[dict[str, Any]]
 
+    def summary(self) -> str:
+        """What `qtool finetune` prints: one line per epoch, then the best one."""
+        metric = self.primary_metric
+        lines = [
+            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, "
+            f"{metric} {rec[metric]:.4f} ({rec['seconds']:.0f}s)"
+            for rec in self.history
+        ]
+        lines.append(
+            f"best {metric} {self.best_metric:.4f} at epoch {self.best_epoch}, "
+            f"{self.steps} steps in {self.seconds:.0f}s; wrote {self.output_dir}"
+        )
+        return "\n".join(lines)
 
-def save_float_checkpoint(model, tokenizer, out_dir: Path, info: dict[str, Any]) -> None:
-    """A plain Hugging Face checkpoint (usable as model.path) plus qtoolkit.json."""
-    from qtoolkit import __version__
-    from qtoolkit.fsutil import MARKER, atomic_dir
 
-    with atomic_dir(out_dir) as tmp:
+def save_float_checkpoint(
+    model, tokenizer, out_dir: Path, info: dict[str, Any], inputs: tuple = ()
+) -> None:
+    """A plain Hugging Face checkpoint (usable as model.path) plus qtool's manifest."""
+    from qtoolkit.artifacts import Kind, write_manifest, writing_dir
+
+    with writing_dir(out_dir, Kind.FLOAT, inputs) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        manifest = {"format": "qtoolkit-float", "qtoolkit_version": __version__, **info}
-        (tmp / MARKER).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        write_manifest(tmp, Kind.FLOAT, **info)
 
 
 def run_finetune(recipe: Recipe) -> FinetuneOutcome:
     from qtoolkit import dist
     from qtoolkit.models import load_model
-    from qtoolkit.pipeline.common import resolve_device
-    from qtoolkit.pipeline.evaluate import _task_options, evaluate_runner
-    from qtoolkit.runtime import TorchRunner
-    from qtoolkit.tasks import get_task
+    from qtoolkit.pipeline.common import resolve_device, split_evaluator, stage_task
     from qtoolkit.train.loop import TrainSettings, train
 
     cfg, data_cfg = recipe.finetune, recipe.data
     if data_cfg.train_file is None or data_cfg.eval_file is None:
         raise QtoolError("fine-tuning needs data.train_file and data.eval_file")
-    task = get_task(recipe.model.task, **_task_options(recipe.model.task, recipe))
+    task = stage_task(recipe)
     train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
-    eval_ex = task.read(data_cfg.eval_file, data_cfg)
     label2id = task.label_map(train_ex)
     model_cfg = recipe.model
     if label2id:
@@ -63,13 +72,10 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
         model.config.label2id = {str(k): v for k, v in label2id.items()}
         model.config.id2label = {v: str(k) for k, v in label2id.items()}
     train_data = task.encode(loaded.tokenizer, train_ex, data_cfg.max_length, label2id)
-    eval_data = task.encode(loaded.tokenizer, eval_ex, data_cfg.max_length, label2id)
+    evaluator = split_evaluator(
+        recipe, task, loaded.tokenizer, data_cfg.eval_file, label2id=label2id, device=device
+    )
     out_dir = recipe.stage_dir("finetuned")
-
-    def evaluate(m) -> dict[str, float]:
-        runner = TorchRunner(m, task.output_names, device)
-        metrics, _ = evaluate_runner(runner, task, eval_data, data_cfg.eval_batch_size, "eval")
-        return metrics
 
     def save_best(m, record: dict[str, Any]) -> None:
         save_float_checkpoint(
@@ -88,7 +94,7 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
         )
 
     settings = TrainSettings.from_config(cfg, recipe.seed, device)
-    outcome = train(model, train_data, settings, evaluate, task.primary_metric, save_best)
+    outcome = train(model, train_data, settings, evaluator.metrics, task.primary_metric, save_best)
     return FinetuneOutcome(
         output_dir=out_dir,
         best_metric=outcome.best_metric,

@@ -42,6 +42,32 @@ class QatOutcome:
     distilled: bool
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """What `qtool qat` prints: the PTQ start, one line per epoch, the best one and its gain."""
+        metric = self.primary_metric
+        lines = [f"resumed at step {self.resumed_step}"] if self.resumed_step else []
+        start = self.start_metrics.get(metric)
+        if start is not None:
+            lines.append(f"calibrated (PTQ): {metric} {start:.4f}")
+        lines += [
+            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, {metric} {rec[metric]:.4f} "
+            f"({rec['seconds']:.0f}s)"
+            for rec in self.history
+        ]
+        gain = (
+            ""
+            if start is None
+            else f" (PTQ {start:.4f}, {100 * (self.best_metric - start):+.2f} points)"
+        )
+        extras = (", distilled" if self.distilled else "") + (
+            f", {self.learned_amax} amax learned" if self.learned_amax else ""
+        )
+        lines.append(
+            f"best {metric} {self.best_metric:.4f} at epoch {self.best_epoch}{gain}, "
+            f"{self.steps} steps in {self.seconds:.0f}s{extras}; wrote {self.output_dir}"
+        )
+        return "\n".join(lines)
+
 
 def qat_state_dir(out_dir: Path) -> Path:
     """Where a QAT run's resumable state lives: `<out_dir>.state`, next to the output."""
@@ -50,13 +76,13 @@ def qat_state_dir(out_dir: Path) -> Path:
 
 def _start_checkpoint(recipe: Recipe, source: ModelConfig, device: str, notices: list[str]):
     """The calibrated checkpoint, calibrating `source` first when there is none."""
-    from qtoolkit.fsutil import MARKER
+    from qtoolkit.artifacts import Kind, kind_of
     from qtoolkit.pipeline.calibrate import run_calibrate
     from qtoolkit.quant import load_quantized
 
     calibrated = recipe.stage_dir("calibrated")
     calibrated_now = False
-    if not (calibrated / MARKER).is_file():
+    if kind_of(calibrated) is not Kind.QUANTIZED:
         if recipe.data.calib_file is None:
             raise QtoolError(
                 f"no calibrated checkpoint in {calibrated} and no data.calib_file to calibrate "
@@ -109,13 +135,12 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     Resumes from `<qat output>.state/` when it holds a state of the same run (unless
     `qat.resume` is false); a state of a run with other settings is refused."""
     from qtoolkit import dist
-    from qtoolkit.fsutil import MARKER, write_json
-    from qtoolkit.pipeline.common import quant_source, resolve_device
-    from qtoolkit.pipeline.evaluate import _task_options, evaluate_runner, label_map_for
+    from qtoolkit.artifacts import MARKER, Kind, kind_of
+    from qtoolkit.fsutil import write_json
+    from qtoolkit.pipeline.common import quant_source, resolve_device, split_evaluator, stage_task
     from qtoolkit.quant import save_quantized
     from qtoolkit.recipe import QuantConfig
-    from qtoolkit.runtime import TorchRunner
-    from qtoolkit.tasks import get_task
+    from qtoolkit.tasks.evaluation import label_map_for
     from qtoolkit.train.distill import DistillSettings, make_qat_loss
     from qtoolkit.train.learned_amax import amax_param_groups, learnable_amax, plain_amax
     from qtoolkit.train.loop import TrainSettings, train
@@ -132,12 +157,13 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     calibrated, calibrated_now, ckpt = _start_checkpoint(recipe, source, device, notices)
     model = ckpt.model
     quant_cfg = QuantConfig.model_validate(ckpt.manifest["quant"])
-    task = get_task(recipe.model.task, **_task_options(recipe.model.task, recipe))
+    task = stage_task(recipe)
     train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
-    eval_ex = task.read(data_cfg.eval_file, data_cfg)
     label2id = label_map_for(task, train_ex, model.config)
     train_data = task.encode(ckpt.tokenizer, train_ex, data_cfg.max_length, label2id)
-    eval_data = task.encode(ckpt.tokenizer, eval_ex, data_cfg.max_length, label2id)
+    evaluator = split_evaluator(
+        recipe, task, ckpt.tokenizer, data_cfg.eval_file, label2id=label2id, device=device
+    )
     distill = DistillSettings(cfg.temperature, cfg.distill_weight, cfg.hidden_mse_weight)
     loss_fn = make_qat_loss(teacher, distill, _teacher_dtype(cfg.teacher_precision, device))
 
@@ -146,11 +172,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     if not cfg.resume and dist.is_main():
         clear_train_state(state_dir)
 
-    def evaluate(m) -> dict[str, float]:
-        runner = TorchRunner(m, task.output_names, device)
-        metrics, _ = evaluate_runner(runner, task, eval_data, data_cfg.eval_batch_size, "eval")
-        return metrics
-
+    evaluate = evaluator.metrics
     start_metrics = dist.main_only(evaluate, model)
     run_info = {
         "stage": "qat",
@@ -203,7 +225,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         )
     marker = out_dir / MARKER
     if dist.is_main():  # rank 0 wrote the checkpoint and the state
-        if outcome.best_epoch < 0 or not marker.is_file():
+        if outcome.best_epoch < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
             raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
         manifest = json.loads(marker.read_text())
         write_json(marker, {**manifest, "history": outcome.history})

@@ -27,52 +27,56 @@ class SweepOutcome:
     primary_metric: str
     notices: list[str] = field(default_factory=list)
 
+    def summary(self) -> Any:
+        """What `qtool ptq-sweep` prints: the results table and where the best model went."""
+        from rich.console import Group
+        from rich.markdown import Markdown
 
-def _label(method: str, recipe: Recipe) -> str:
-    return f"percentile {recipe.calib.percentile:g}" if method == "percentile" else method
+        return Group(
+            Markdown(sweep_markdown(self.rows, self.primary_metric)),
+            f"best: {self.best_method}; saved {self.calibrated_dir}; "
+            f"table {self.report_dir / 'results.md'}",
+        )
 
 
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
-    from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
-    from qtoolkit.pipeline.evaluate import (
-        _task_options,
-        agreement,
-        evaluate_runner,
-        label_map_for,
+    from qtoolkit.pipeline.common import (
+        batch_forward_loop,
+        quant_source,
+        resolve_device,
+        split_evaluator,
+        stage_task,
     )
     from qtoolkit.quant import insert_quantizers, save_quantized
+    from qtoolkit.quant.calib.registry import CALIB_METHODS, get_calibrator
     from qtoolkit.quant.calibrate import (
         calibrate_weights,
         collect_statistics,
         load_amax,
         release_statistics,
     )
-    from qtoolkit.runtime import TorchRunner
-    from qtoolkit.tasks import get_task
+    from qtoolkit.tasks.evaluation import agreement
 
-    unknown = [m for m in methods if m not in ("max", "percentile", "mse", "entropy")]
-    if unknown or not methods:
-        raise QtoolError(
-            f"unknown calibration methods {unknown}: use max, percentile, mse, entropy"
-        )
+    if not methods:
+        raise QtoolError(f"no calibration methods given: use {', '.join(CALIB_METHODS)}")
+    specs = [get_calibrator(m) for m in methods]
     data_cfg = recipe.data
     if data_cfg.calib_file is None or data_cfg.test_file is None:
         raise QtoolError("a PTQ sweep needs data.calib_file and data.test_file")
     model_cfg, notices = quant_source(recipe)
     device = resolve_device(recipe.calib.device)
-    task = get_task(model_cfg.task, **_task_options(model_cfg.task, recipe))
+    task = stage_task(recipe, model_cfg.task)
     loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:
         raise QtoolError(
             f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
         )
     model = loaded.model.to(device)
-    test_ex = task.read(data_cfg.test_file, data_cfg)
-    test = task.encode(
-        loaded.tokenizer, test_ex, data_cfg.max_length, label_map_for(task, test_ex, model.config)
+    test = split_evaluator(
+        recipe, task, loaded.tokenizer, data_cfg.test_file, model.config, device=device
     )
     calib_ex = read_data_examples(data_cfg.calib_file, data_cfg, recipe.calib.num_samples)
     batches = tokenize_batches(
@@ -80,10 +84,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     )
 
     def run_eval(description: str):
-        start = time.perf_counter()
-        runner = TorchRunner(model, task.output_names, device)
-        metrics, preds = evaluate_runner(runner, task, test, data_cfg.eval_batch_size, description)
-        return metrics, preds, time.perf_counter() - start
+        return test.run(model, description)
 
     fp32_metrics, fp32_preds, fp32_s = run_eval("fp32")
     rows: list[dict[str, Any]] = [
@@ -95,9 +96,11 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     weights_s = time.perf_counter() - weights_s
     collected: str | None = None
     collect_s = 0.0
-    for method in sorted(methods, key=lambda m: m != "max"):  # max first: its own pass
+    # Methods sharing statistics run one after another, so each kind is collected once.
+    for spec in sorted(specs, key=lambda s: s.statistics != "max"):
+        method = spec.name
         cfg = recipe.calib.model_copy(update={"method": method})
-        kind = "max" if method == "max" else "histogram"
+        kind = spec.statistics
         if collected != kind:
             release_statistics(model)
             collect_s = collect_statistics(
@@ -105,10 +108,10 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             )
             collected = kind
         amax_s = load_amax(model, cfg).seconds
-        metrics, preds, eval_s = run_eval(_label(method, recipe))
+        metrics, preds, eval_s = run_eval(spec.label(cfg))
         rows.append(
             {
-                "method": _label(method, recipe),
+                "method": spec.label(cfg),
                 "key": method,
                 **metrics,
                 "agreement": agreement(preds, fp32_preds),
@@ -122,7 +125,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         row["delta_points"] = 100.0 * (row[metric] - fp32_metrics[metric])
     # Re-derive the best method's amax and save that model.
     best_cfg = recipe.calib.model_copy(update={"method": best["key"]})
-    if (best["key"] == "max") != (collected == "max"):
+    if get_calibrator(best["key"]).statistics != collected:
         release_statistics(model)
         collect_statistics(model, batch_forward_loop(batches, device, "collect (best)"), best_cfg)
     load_amax(model, best_cfg)
@@ -147,7 +150,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         "model": model_cfg.path,
         "task": model_cfg.task,
         "test_file": str(data_cfg.test_file),
-        "num_test": len(test_ex),
+        "num_test": test.num_examples,
         "num_calib": len(calib_ex),
         "quant": recipe.quant.model_dump(mode="json"),
         "primary_metric": metric,

@@ -19,7 +19,9 @@ from torch import nn
 
 from qtoolkit.errors import QtoolError
 from qtoolkit.quant.calib.histogram import HistogramCalibrator
+from qtoolkit.quant.calib.registry import get_calibrator
 from qtoolkit.quant.insert import iter_quantizers
+from qtoolkit.quant.roles import is_weight_quantizer
 from qtoolkit.recipe import CalibConfig
 
 __all__ = [
@@ -27,7 +29,6 @@ __all__ = [
     "calibrate",
     "calibrate_weights",
     "collect_statistics",
-    "is_weight_quantizer",
     "load_amax",
     "release_statistics",
 ]
@@ -42,10 +43,6 @@ class CalibResult:
     calibrated: list[str] = field(default_factory=list)
     # Activation quantizers that saw no data (e.g. a head the forward pass never reached).
     unused: list[str] = field(default_factory=list)
-
-
-def is_weight_quantizer(name: str) -> bool:
-    return name.endswith("._weight_quantizer")
 
 
 def calibrate_weights(model: nn.Module) -> list[str]:
@@ -85,11 +82,12 @@ def collect_statistics(model: nn.Module, forward_loop: ForwardLoop, cfg: CalibCo
     """
     from pytorch_quantization.calib import MaxCalibrator
 
+    statistics = get_calibrator(cfg.method).statistics
     quantizers = list(_activation_quantizers(model))
     if not quantizers:
         raise QtoolError("model has no enabled activation quantizers to calibrate")
     for _, quantizer in quantizers:
-        if cfg.method == "max":
+        if statistics == "max":
             quantizer._calibrator = MaxCalibrator(quantizer.num_bits, None, quantizer.unsigned)
         else:
             quantizer._calibrator = HistogramCalibrator(
@@ -117,24 +115,29 @@ def load_amax(model: nn.Module, cfg: CalibConfig) -> CalibResult:
     Histograms are kept, so this can be called again with another histogram method. A quantizer
     that saw no data is disabled (left in float) and listed in `unused`.
     """
+    spec = get_calibrator(cfg.method)
     result = CalibResult(method=cfg.method)
     start = time.perf_counter()
     for name, quantizer in _activation_quantizers(model):
         calibrator = getattr(quantizer, "_calibrator", None)
         if calibrator is None:
             raise QtoolError(f"{name} has no statistics: run collect_statistics first")
-        if cfg.method == "max":
+        if spec.statistics == "max":
             if not hasattr(calibrator, "_calib_amax"):
-                raise QtoolError("statistics were collected for a histogram method, not 'max'")
+                raise QtoolError(
+                    f"statistics were collected for a histogram method, not '{spec.name}'"
+                )
             amax = calibrator.compute_amax()
         else:
             if not isinstance(calibrator, HistogramCalibrator):
                 raise QtoolError(
-                    f"'{cfg.method}' needs histograms, but 'max' statistics were collected"
+                    f"'{spec.name}' needs histograms, but 'max' statistics were collected"
                 )
-            amax = calibrator.compute_amax(
-                cfg.method, percentile=cfg.percentile, start_bin=cfg.start_bin, stride=cfg.stride
-            )
+            hist = calibrator.histogram()
+            amax = None
+            if hist is not None:
+                rule = spec.rule(hist[0], hist[1], cfg, quantizer.num_bits, quantizer.unsigned)
+                amax = torch.tensor(rule, dtype=torch.float32)
         if amax is None:
             result.unused.append(name)
             quantizer.disable()

@@ -2,7 +2,7 @@
 
 Layout::
 
-    qtoolkit.json      manifest: format, architecture, task, quant config, stage info
+    manifest           artifacts.MARKER: format, architecture, task, quant config, stage info
     config.json        Hugging Face config of the float model
     tokenizer files
     model.safetensors  every parameter and buffer, quantizer amax values included
@@ -15,7 +15,6 @@ the buffers first is what keeps pytorch-quantization's state-dict hook off its C
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from qtoolkit import __version__
+from qtoolkit.artifacts import (
+    AMAX_JSON,
+    AMAX_MD,
+    MARKER,
+    WEIGHTS,
+    Kind,
+    new_manifest,
+    writing_dir,
+)
+from qtoolkit.artifacts import read_manifest as read_artifact_manifest
 from qtoolkit.errors import QtoolError
-from qtoolkit.fsutil import MARKER, atomic_dir
+from qtoolkit.fsutil import write_json
 from qtoolkit.models.registry import HEAD_SUFFIX, ArchSpec, spec_for_config
 from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
 from qtoolkit.quant.report import amax_markdown, amax_records
@@ -35,7 +43,6 @@ from qtoolkit.recipe import QuantConfig
 __all__ = ["QuantizedCheckpoint", "save_quantized", "load_quantized", "task_of", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -60,25 +67,25 @@ def save_quantized(
     out_dir: str | Path,
     quant_cfg: QuantConfig,
     info: dict[str, Any] | None = None,
+    inputs: tuple[str | Path | None, ...] = (),
 ) -> Path:
-    """Write `model` (with quantizers) to `out_dir` atomically. `info` goes into the manifest."""
+    """Write `model` (with quantizers) to `out_dir` atomically. `info` goes into the manifest;
+    `inputs` (the files it was made from) must not be overwritten (see qtoolkit.artifacts)."""
     from safetensors.torch import save_model
 
     spec = spec_for_config(model.config)
     records = amax_records(model)
-    manifest = {
-        "format": "qtoolkit-quantized",
-        "format_version": FORMAT_VERSION,
-        "qtoolkit_version": __version__,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "architecture": spec.name,
-        "task": task_of(model),
-        "quant": quant_cfg.model_dump(mode="json"),
-        "disabled_quantizers": [r["name"] for r in records if not r["enabled"]],
+    manifest = new_manifest(
+        Kind.QUANTIZED,
+        format_version=FORMAT_VERSION,
+        architecture=spec.name,
+        task=task_of(model),
+        quant=quant_cfg.model_dump(mode="json"),
+        disabled_quantizers=[r["name"] for r in records if not r["enabled"]],
         **(info or {}),
-    }
+    )
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with writing_dir(out_dir, Kind.QUANTIZED, inputs) as tmp:
         model.config.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -87,22 +94,15 @@ def save_quantized(
             save_model(model.to("cpu"), str(tmp / WEIGHTS))
         finally:
             model.to(device)
-        (tmp / "amax.json").write_text(json.dumps(records, indent=1) + "\n")
-        (tmp / "amax.md").write_text(amax_markdown(records))
-        (tmp / MARKER).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / AMAX_JSON).write_text(json.dumps(records, indent=1) + "\n")
+        (tmp / AMAX_MD).write_text(amax_markdown(records))
+        write_json(tmp / MARKER, manifest)
     return out_dir
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    manifest_path = path / MARKER
-    if not path.is_dir():
-        raise QtoolError(f"checkpoint directory not found: {path}")
-    if not manifest_path.is_file():
-        raise QtoolError(f"{path} is not a qtoolkit quantized checkpoint (no {MARKER})")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != "qtoolkit-quantized":
-        raise QtoolError(f"{path} is a qtoolkit '{manifest.get('format')}' directory, not a model")
+    """The manifest of a quantized checkpoint; one line if `path` is not one."""
+    manifest = read_artifact_manifest(path, Kind.QUANTIZED)
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise QtoolError(
             f"{path} was written by a newer qtoolkit (format {manifest['format_version']})"

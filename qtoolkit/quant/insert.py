@@ -6,7 +6,10 @@ Four groups, each switchable in the recipe's `quant` section:
 * `conv1d`: every `nn.Conv1d` (SqueezeBERT's grouped 1x1 convolutions) becomes a `QuantConv1d`;
 * `attention_matmul`: both inputs of Q.K^T and probs.V (BERT through transformers' attention
   registry, SqueezeBERT by replacing its `MatMulWrapper`s);
-* `residual_add`: both inputs of each residual add.
+* `residual_add`: the skip input of each residual add (with `residual_inputs: both`, also the
+  GEMM output added to it).
+
+Which class gets which treatment is one table, `swap_table()`, keyed by the exact class.
 
 The swapped modules hold the *same* Parameter objects as the originals, so weights are copied
 exactly and tied weights stay tied.
@@ -14,7 +17,8 @@ exactly and tied weights stay tied.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -24,15 +28,22 @@ from torch import nn
 from qtoolkit.errors import QtoolError
 from qtoolkit.quant.descriptors import input_descriptor, new_input_quantizer, weight_descriptor
 from qtoolkit.quant.modules import (
-    ATTENTION_QUANTIZERS,
     QDQ_ATTENTION,
     QuantMatMul,
     register_qdq_attention,
-    residual_class_for,
+    residual_classes,
 )
+from qtoolkit.quant.roles import ADD_LOCAL, ADD_RESIDUAL, ATTENTION_MATMUL
 from qtoolkit.recipe import QuantConfig
 
-__all__ = ["InsertReport", "insert_quantizers", "iter_quantizers", "is_quantized"]
+__all__ = [
+    "InsertReport",
+    "Swap",
+    "insert_quantizers",
+    "iter_quantizers",
+    "is_quantized",
+    "swap_table",
+]
 
 
 @dataclass
@@ -114,16 +125,65 @@ def _quant_conv1d(module: nn.Conv1d, cfg: QuantConfig) -> nn.Module:
     return new.train(module.training)
 
 
-def _is_bert_attention(module: nn.Module) -> bool:
+def _attach_attention_quantizers(model, name, module, cfg) -> None:
+    """BERT attention keeps its class: transformers' attention registry calls our function,
+    which finds the quantizers on the module."""
+    for attr in ATTENTION_MATMUL:
+        module.add_module(attr, new_input_quantizer(cfg))
+
+
+def _wrap_matmul(model, name, module, cfg) -> None:
+    _replace(model, name, QuantMatMul(new_input_quantizer(cfg), new_input_quantizer(cfg)))
+
+
+def _residual_swap(quant_class: type) -> SwapFn:
+    def swap(model, name, module, cfg) -> None:
+        module.__class__ = quant_class
+        module.add_module(ADD_RESIDUAL, new_input_quantizer(cfg))
+        if cfg.residual_inputs == "both":
+            module.add_module(ADD_LOCAL, new_input_quantizer(cfg))
+
+    return swap
+
+
+SwapFn = Callable[[nn.Module, str, nn.Module, QuantConfig], None]
+
+
+@dataclass(frozen=True)
+class Swap:
+    """How one module class is quantized: `group` is the QuantConfig switch (and InsertReport
+    field) that turns it on; `apply(model, name, module, cfg)` does it in place."""
+
+    group: str
+    apply: SwapFn
+
+
+def _linear(model, name, module, cfg) -> None:
+    _replace(model, name, _quant_linear(module, cfg))
+
+
+def _conv1d(model, name, module, cfg) -> None:
+    _replace(model, name, _quant_conv1d(module, cfg))
+
+
+@functools.cache
+def swap_table() -> dict[type, Swap]:
+    """Exact module class -> its swap (a subclass is not matched: its forward may differ).
+
+    Adding an architecture means adding its classes here (and a placement test)."""
     from transformers.models.bert.modeling_bert import BertCrossAttention, BertSelfAttention
-
-    return isinstance(module, (BertSelfAttention, BertCrossAttention))
-
-
-def _is_matmul_wrapper(module: nn.Module) -> bool:
     from transformers.models.squeezebert.modeling_squeezebert import MatMulWrapper
 
-    return type(module) is MatMulWrapper
+    table = {
+        nn.Linear: Swap("linear", _linear),
+        nn.Conv1d: Swap("conv1d", _conv1d),
+        BertSelfAttention: Swap("attention_matmul", _attach_attention_quantizers),
+        BertCrossAttention: Swap("attention_matmul", _attach_attention_quantizers),
+        MatMulWrapper: Swap("attention_matmul", _wrap_matmul),
+    }
+    for float_class, quant_class in residual_classes().items():
+        table[float_class] = Swap("residual_add", _residual_swap(quant_class))
+    return table
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -139,41 +199,21 @@ def insert_quantizers(model: nn.Module, cfg: QuantConfig) -> InsertReport:
     if is_quantized(model):
         raise QtoolError("model already has quantizers")
     spec_for_config(model.config)  # refuses architectures we have no placement rules for
+    table = swap_table()
     report = InsertReport()
+    attention_swapped = False
     for name, module in list(model.named_modules()):
-        if not name:
-            continue
-        kind = None
-        if cfg.linear and type(module) is nn.Linear:
-            kind = "linear"
-        elif cfg.conv1d and type(module) is nn.Conv1d:
-            kind = "conv1d"
-        elif cfg.attention_matmul and (_is_bert_attention(module) or _is_matmul_wrapper(module)):
-            kind = "attention_matmul"
-        elif cfg.residual_add and residual_class_for(module) is not None:
-            kind = "residual_add"
-        if kind is None:
+        swap = table.get(type(module)) if name else None
+        if swap is None or not getattr(cfg, swap.group):
             continue
         if _matches(name, cfg.skip):
             report.skipped_modules.append(name)
             continue
-        if kind == "linear":
-            _replace(model, name, _quant_linear(module, cfg))
-        elif kind == "conv1d":
-            _replace(model, name, _quant_conv1d(module, cfg))
-        elif kind == "attention_matmul" and _is_matmul_wrapper(module):
-            _replace(model, name, QuantMatMul(new_input_quantizer(cfg), new_input_quantizer(cfg)))
-        elif kind == "attention_matmul":
-            for attr in ATTENTION_QUANTIZERS:
-                module.add_module(attr, new_input_quantizer(cfg))
-        else:
-            module.__class__ = residual_class_for(module)
-            module.add_module("add_residual_input_quantizer", new_input_quantizer(cfg))
-            if cfg.residual_inputs == "both":
-                module.add_module("add_local_input_quantizer", new_input_quantizer(cfg))
-        getattr(report, kind).append(name)
+        swap.apply(model, name, module, cfg)
+        attention_swapped |= swap.apply is _attach_attention_quantizers
+        getattr(report, swap.group).append(name)
 
-    if any(_is_bert_attention(model.get_submodule(n)) for n in report.attention_matmul):
+    if attention_swapped:
         register_qdq_attention()
         model.set_attn_implementation(QDQ_ATTENTION)
 

@@ -15,22 +15,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qtoolkit.quant.roles import ADD_LOCAL, ADD_RESIDUAL, ATTENTION_MATMUL
+
 __all__ = [
-    "ATTENTION_QUANTIZERS",
     "QDQ_ATTENTION",
     "QuantMatMul",
-    "residual_class_for",
+    "residual_classes",
     "register_qdq_attention",
 ]
 
 QDQ_ATTENTION = "qtoolkit_qdq"
-# Names of the quantizers attached to a BERT self-attention module, in QDQBERT's naming.
-ATTENTION_QUANTIZERS = (
-    "matmul_q_input_quantizer",
-    "matmul_k_input_quantizer",
-    "matmul_a_input_quantizer",
-    "matmul_v_input_quantizer",
-)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -64,10 +58,9 @@ def qdq_attention_forward(
     The arithmetic is kept operation for operation identical to `eager_attention_forward` so
     that a model with disabled quantizers reproduces the float model bit for bit.
     """
-    q_quant = getattr(module, "matmul_q_input_quantizer", _identity)
-    k_quant = getattr(module, "matmul_k_input_quantizer", _identity)
-    a_quant = getattr(module, "matmul_a_input_quantizer", _identity)
-    v_quant = getattr(module, "matmul_v_input_quantizer", _identity)
+    q_quant, k_quant, a_quant, v_quant = (
+        getattr(module, attr, _identity) for attr in ATTENTION_MATMUL
+    )
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     attn_weights = torch.matmul(q_quant(query), k_quant(key).transpose(2, 3)) * scaling
@@ -98,8 +91,8 @@ class _ResidualQuantMixin:
     present, the GEMM output it is added to (`add_local_input_quantizer`)."""
 
     def _quantized_add(self, local: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        local_quantizer = getattr(self, "add_local_input_quantizer", _identity)
-        return local_quantizer(local) + self.add_residual_input_quantizer(residual)
+        local_quantizer = getattr(self, ADD_LOCAL, _identity)
+        return local_quantizer(local) + getattr(self, ADD_RESIDUAL)(residual)
 
 
 def _bert_residual_classes() -> dict[type, type]:
@@ -129,12 +122,6 @@ def _squeezebert_residual_classes() -> dict[type, type]:
     return {ConvDropoutLayerNorm: QuantConvDropoutLayerNorm}
 
 
-_RESIDUAL_CLASSES: dict[type, type] | None = None
-
-
-def residual_class_for(module: nn.Module) -> type | None:
-    """The quantized class for a residual block's exact type, or None if it is not one."""
-    global _RESIDUAL_CLASSES
-    if _RESIDUAL_CLASSES is None:
-        _RESIDUAL_CLASSES = {**_bert_residual_classes(), **_squeezebert_residual_classes()}
-    return _RESIDUAL_CLASSES.get(type(module))
+def residual_classes() -> dict[type, type]:
+    """Each residual block's float class -> its quantized class."""
+    return {**_bert_residual_classes(), **_squeezebert_residual_classes()}

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from qtoolkit.quant.calibrate import is_weight_quantizer
 from qtoolkit.quant.insert import iter_quantizers
+from qtoolkit.quant.roles import is_weight_quantizer
 
 __all__ = ["amax_records", "amax_markdown"]
 

@@ -1,6 +1,24 @@
-"""Backends that run a model on a batch and return named numpy outputs."""
+"""Runtimes that run a model on a batch and return named numpy outputs, the backend registry
+and `open_target`. Attributes load on first use, so `runtime.backends` stays light to import."""
 
-from qtoolkit.runtime.ort_runner import OrtRunner
-from qtoolkit.runtime.torch_runner import TorchRunner
+from __future__ import annotations
 
-__all__ = ["OrtRunner", "TorchRunner"]
+import importlib
+from typing import Any
+
+__all__ = ["BACKENDS", "OrtRunner", "Target", "TorchRunner", "get_backend", "open_target"]
+
+_WHERE = {
+    "BACKENDS": "backends",
+    "get_backend": "backends",
+    "OrtRunner": "ort_runner",
+    "TorchRunner": "torch_runner",
+    "Target": "targets",
+    "open_target": "targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -23,8 +23,8 @@ from pytorch_quantization.tensor_quant import _tensor_quant
 from torch import nn
 
 from qtoolkit.dist import batch_share
-from qtoolkit.quant.calibrate import is_weight_quantizer
 from qtoolkit.quant.insert import iter_quantizers
+from qtoolkit.quant.roles import is_weight_quantizer
 
 __all__ = [
     "LearnedAmaxQuantizer",

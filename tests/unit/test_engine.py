@@ -1,7 +1,9 @@
 """qtoolkit.engine on CPU: pure decisions, error lines, and a build against a fake `tensorrt`.
 
-The fake records every call the builder makes, so the test checks what would be asked of real
-TensorRT: profile shapes, flags per version, workspace, timing cache load/save, outputs written.
+The fake (fake_tensorrt.py) is strict: it has only the attributes the real TensorRT 10.16 / 11.1
+bindings have, and records every call the builder makes, so the tests check what would be asked
+of real TensorRT: profile shapes, flags per version, workspace, timing cache load/merge/save,
+outputs written.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import enum
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -30,13 +31,14 @@ from qtoolkit.engine import (
     summarize_layers,
     trtexec_command,
 )
-from qtoolkit.engine.plan import ASSUMED_TRT_VERSION
 from qtoolkit.engine.profiles import OnnxInput
 from qtoolkit.engine.report import BuildReport, build_report_path, write_build_report
 from qtoolkit.engine.runtime import EngineRunner, torch_dtype_for
 from qtoolkit.engine.timing_cache import attach_timing_cache, save_timing_cache
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import EngineConfig
+
+from .fake_tensorrt import ENGINE_INFO_TRT10, make_fake_trt
 
 BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -88,156 +90,7 @@ def qdq_onnx(tmp_path) -> Path:
     return write_onnx(tmp_path / "model.onnx")
 
 
-# --- a fake `tensorrt` module --------------------------------------------------------------------
-
-
-class Severity(enum.Enum):
-    INTERNAL_ERROR = 0
-    ERROR = 1
-    WARNING = 2
-    INFO = 3
-    VERBOSE = 4
-
-
-ENGINE_INFO_TRT10 = {
-    "Layers": [
-        {
-            "Name": "gemm",
-            "LayerType": "CaskGemmMatrixMultiply",
-            "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear Int8 format (kLINEAR)"}],
-            "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP16 format (kLINEAR)"}],
-        },
-        {
-            "Name": "softmax",
-            "LayerType": "Softmax",
-            "Inputs": [{"Name": "y", "Format/Datatype": "Row major linear FP16 format (kLINEAR)"}],
-            "Outputs": [{"Name": "z", "Format/Datatype": "Row major linear FP32 format (kLINEAR)"}],
-        },
-    ],
-    "Bindings": ["input_ids", "out"],
-}
-
-
-def make_fake_trt(version: str, calls: dict, build_fails: bool = False, parse_ok: bool = True):
-    """A stand-in for `tensorrt` that records what the builder is asked to do.
-
-    TensorRT 11's fake has no BuilderFlag.FP16/INT8 (removed there), so setting one would fail.
-    """
-    major = int(version.split(".")[0])
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-
-    class ILogger:
-        Severity = Severity
-
-        def __init__(self):
-            pass
-
-    trt.ILogger = ILogger
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum(
-        "NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
-    )
-    flags = {"TF32": 0, "SPARSE_WEIGHTS": 1} | ({"FP16": 2, "INT8": 3} if major < 11 else {})
-    trt.BuilderFlag = enum.IntEnum("BuilderFlag", flags)
-    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0})
-    trt.ProfilingVerbosity = enum.IntEnum(
-        "ProfilingVerbosity", {"LAYER_NAMES_ONLY": 0, "DETAILED": 1}
-    )
-    trt.LayerInformationFormat = enum.IntEnum("LayerInformationFormat", {"ONELINE": 0, "JSON": 1})
-
-    class TimingCache:
-        def __init__(self, data: bytes):
-            self.data = data
-
-        def serialize(self) -> bytes:
-            return self.data + b"+tuned"
-
-    class BuilderConfig:
-        def __init__(self):
-            self.profiling_verbosity = None
-            self.cache = None
-            calls["config"] = self
-
-        def set_memory_pool_limit(self, pool, size):
-            calls["pool_limit"] = (pool, size)
-
-        def set_flag(self, flag):
-            calls.setdefault("flags", []).append(flag.name)
-
-        def add_optimization_profile(self, profile):
-            calls.setdefault("profiles", []).append(profile.shapes)
-            return 0
-
-        def create_timing_cache(self, data):
-            calls.setdefault("cache_created_from", []).append(bytes(data))
-            return TimingCache(bytes(data))
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            if cache.data == b"incompatible":
-                return False
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.cache
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, min, opt, max):  # noqa: A002 - TensorRT's names
-            self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags=0):
-            calls["network_flags"] = flags
-            return object()
-
-        def create_builder_config(self):
-            return BuilderConfig()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            calls["built_with_verbosity"] = config.profiling_verbosity
-            if build_fails:
-                self.logger.log(Severity.ERROR, "out of workspace for tactic 7")
-                return None
-            return b"ENGINE-BYTES"
-
-    class OnnxParser:
-        num_errors = 0 if parse_ok else 1
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
-            calls["parsed"] = path
-            return parse_ok
-
-        def get_error(self, i):
-            return "In node 3 (Foo): unsupported operator"
-
-    class Engine:
-        def create_engine_inspector(self):
-            inspector = types.SimpleNamespace()
-            inspector.get_engine_information = lambda fmt: json.dumps(ENGINE_INFO_TRT10)
-            return inspector
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            calls["deserialized"] = bytes(data)
-            return Engine()
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
-    return trt
+# --- the strict fake `tensorrt` (tests/unit/fake_tensorrt.py) ------------------------------------
 
 
 @pytest.fixture
@@ -379,7 +232,7 @@ def test_trtexec_command_trt10():
         "--optShapes=input_ids:8x128,attention_mask:8x128 "
         "--maxShapes=input_ids:32x128,attention_mask:32x128 "
         "--memPoolSize=workspace:4096M --timingCacheFile=cache/timing.cache "
-        "--fp16 --int8 --profilingVerbosity=detailed"
+        "--fp16 --int8 --profilingVerbosity=detailed --skipInference"
     )
 
 
@@ -397,7 +250,7 @@ def test_trtexec_command_trt11():
         "--optShapes=input_ids:8x128,attention_mask:8x128 "
         "--maxShapes=input_ids:64x384,attention_mask:64x384 "
         "--memPoolSize=workspace:1024M --timingCacheFile=cache/timing.cache "
-        "--profilingVerbosity=detailed"
+        "--profilingVerbosity=detailed --skipInference"
     )
     for removed in ("--fp16", "--int8", "--best"):
         assert removed not in _command("11.0", EngineConfig(fp16=True))
@@ -416,7 +269,9 @@ def test_trtexec_command_quotes_paths():
 
 def test_dry_run_writes_nothing(tmp_path, qdq_onnx):
     before = sorted(tmp_path.iterdir())
-    command = dry_run(qdq_onnx, tmp_path / "m.engine", EngineConfig(), trt_version="11.0")
+    text = dry_run(qdq_onnx, tmp_path / "m.engine", EngineConfig(), trt_version="11.0")
+    *comments, command = text.splitlines()
+    assert comments and all(c.startswith("# warning: ") for c in comments)  # fp32 ONNX on 11
     assert command.startswith("trtexec --onnx=")
     assert f"--timingCacheFile={tmp_path / 'timing.cache'}" in command
     assert "token_type_ids:32x128" in command
@@ -425,11 +280,23 @@ def test_dry_run_writes_nothing(tmp_path, qdq_onnx):
     assert sorted(tmp_path.iterdir()) == before
 
 
-def test_dry_run_without_tensorrt_assumes_a_version(monkeypatch, tmp_path, qdq_onnx):
+def test_dry_run_without_tensorrt_prints_both_versions(monkeypatch, tmp_path, qdq_onnx):
+    monkeypatch.setattr(environment, "installed_tensorrt_version", lambda: None)
     monkeypatch.setattr("qtoolkit.engine.plan.installed_tensorrt_version", lambda: None)
-    plan = plan_build(qdq_onnx, tmp_path / "m.engine", EngineConfig(timing_cache=tmp_path / "c"))
-    assert plan.trt_version_assumed and plan.precision.trt_version == ASSUMED_TRT_VERSION
-    assert f"--timingCacheFile={tmp_path / 'c'}" in plan.trtexec_command
+    config = EngineConfig(timing_cache=tmp_path / "c")
+    text = dry_run(qdq_onnx, tmp_path / "m.engine", config)
+    lines = text.splitlines()
+    commands = [line for line in lines if line.startswith("trtexec ")]
+    assert len(commands) == 2  # one per version, never a silent guess
+    assert lines[0] == "# weakly typed (TensorRT 10): fp16 kernels + explicit INT8 from Q/DQ"
+    assert "--fp16 --int8" in commands[0] and "--fp16" not in commands[1]
+    assert any(line.startswith("# strongly typed (TensorRT 11): fp32") for line in lines)
+    assert sum(line.startswith("# warning:") for line in lines) == 1  # no "old 10.0" warning
+    # The tiny ONNX is fp32: the TensorRT 11 block says it builds fp32 layers.
+    assert any(line.startswith("# warning:") and "fp32" in line for line in lines)
+    assert all(f"--timingCacheFile={tmp_path / 'c'}" in c for c in commands)
+    with pytest.raises(QtoolError, match="pass --trt-version 10 or --trt-version 11"):
+        plan_build(qdq_onnx, tmp_path / "m.engine", config)
 
 
 # --- environment errors --------------------------------------------------------------------------
@@ -563,22 +430,68 @@ def test_write_build_report(tmp_path, qdq_onnx):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bert.build.json", "model.onnx"]
 
 
+def _cache_bytes(config) -> bytes:
+    return config.get_timing_cache().serialize()
+
+
 def test_timing_cache_load_refuse_and_save(tmp_path, monkeypatch):
     calls: dict = {}
     trt = make_fake_trt("10.13.3.9", calls)
     config = trt.Builder(None).create_builder_config()
     path = tmp_path / "timing.cache"
     state = attach_timing_cache(config, path)  # no file: fresh cache
-    assert state.loaded_bytes == 0 and not state.refused and config.cache.data == b""
-    path.write_bytes(b"old-cache")
+    assert state.loaded_bytes == 0 and not state.refused and _cache_bytes(config) == b""
+    path.write_bytes(b"old")
     state = attach_timing_cache(config, path)
-    assert state.loaded_bytes == len(b"old-cache") and config.cache.data == b"old-cache"
+    assert state.loaded_bytes == 3 and _cache_bytes(config) == b"old"
+    config.get_timing_cache()._entries.add(b"tuned")  # what a build adds
     save_timing_cache(config, state)
-    assert path.read_bytes() == b"old-cache+tuned" and state.saved_bytes == 15
+    assert path.read_bytes() == b"old,tuned" and state.saved_bytes == 9
+    assert state.merged_bytes == 0 and "combined" not in calls  # file unchanged since loading
     path.write_bytes(b"incompatible")  # e.g. written by another TensorRT version
     state = attach_timing_cache(config, path)
-    assert state.refused and config.cache.data == b""
-    assert [p.name for p in tmp_path.iterdir()] == ["timing.cache"]  # no temporary left over
+    assert state.refused and _cache_bytes(config) == b""
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["timing.cache", "timing.cache.lock"]  # no temporary left over
+
+
+def test_timing_cache_save_merges_a_concurrent_build(tmp_path):
+    calls: dict = {}
+    trt = make_fake_trt("10.13.3.9", calls)
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"base")
+    config = trt.Builder(None).create_builder_config()
+    state = attach_timing_cache(config, path)
+    config.get_timing_cache()._entries.add(b"mine")
+    path.write_bytes(b"base,theirs")  # another build saved while this one ran
+    save_timing_cache(config, state)
+    # Last-writer-wins would have dropped "theirs".
+    assert path.read_bytes() == b"base,mine,theirs"
+    assert state.merged_bytes == len(b"base,theirs") and calls["combined"] == [b"base,theirs"]
+    # A cache from another TensorRT does not combine: this build's (current) cache replaces it.
+    path.write_bytes(b"incompatible")
+    save_timing_cache(config, state)
+    assert path.read_bytes() == b"base,mine,theirs"
+
+
+def test_timing_cache_save_waits_for_the_lock(tmp_path):
+    import threading
+    import time
+
+    from qtoolkit.engine.timing_cache import cache_lock
+
+    trt = make_fake_trt("10.13.3.9", {})
+    path = tmp_path / "timing.cache"
+    config = trt.Builder(None).create_builder_config()
+    state = attach_timing_cache(config, path)
+    config.get_timing_cache()._entries.add(b"mine")
+    saver = threading.Thread(target=save_timing_cache, args=(config, state))
+    with cache_lock(path):  # e.g. another qtool process saving the same cache
+        saver.start()
+        time.sleep(0.3)
+        assert saver.is_alive() and not path.exists()
+    saver.join(5)
+    assert not saver.is_alive() and path.read_bytes() == b"mine"
 
 
 # --- end to end against the fake -----------------------------------------------------------------
@@ -599,7 +512,7 @@ def test_build_trt10_end_to_end(monkeypatch, fake_gpu, qdq_onnx, tmp_path):
     assert calls["built_with_verbosity"].name == "DETAILED"
     assert calls["profiles"] == [{n: ((1, 8), (4, 64), (16, 128)) for n in BERT_INPUTS}]
     assert calls["cache_created_from"] == [b"earlier"]
-    assert (tmp_path / "timing.cache").read_bytes() == b"earlier+tuned"
+    assert (tmp_path / "timing.cache").read_bytes() == b"earlier,tuned"
     assert (tmp_path / "bert.engine").read_bytes() == b"ENGINE-BYTES"
     assert calls["deserialized"] == b"ENGINE-BYTES"
 
@@ -615,6 +528,7 @@ def test_build_trt10_end_to_end(monkeypatch, fake_gpu, qdq_onnx, tmp_path):
         "bert.trtexec.sh",
         "model.onnx",
         "timing.cache",
+        "timing.cache.lock",
     ]
 
 
@@ -631,15 +545,46 @@ def test_build_trt11_sets_no_removed_flags(monkeypatch, fake_gpu, qdq_onnx, tmp_
     assert calls["network_flags"] == 0  # strongly typed by default in TensorRT 11
     assert "flags" not in calls
     assert build.report.plan.precision.strongly_typed
-    assert "--fp16" not in build.trtexec_script.read_text()
-    assert json.loads(build.report_path.read_text())["tensorrt_version"] == "11.4.1"
+    script = build.trtexec_script.read_text().splitlines()
+    command = [line for line in script if not line.startswith("#")]
+    assert command and not any(f in " ".join(command) for f in ("--fp16", "--int8", "--best"))
+    report = json.loads(build.report_path.read_text())
+    assert report["tensorrt_version"] == "11.4.1" and report["tensorrt_major"] == 11
+    assert report["tensorrt_supported"] == "TensorRT 10.8+ (10.x) and 11.x"
+    # The inspector's TensorRT 11 JSON ("I/O Tensors", split DataType) is read.
+    assert report["layers"]["by_precision"] == {"INT8": 1}
+
+
+def test_trt11_says_an_fp32_onnx_builds_fp32_layers(monkeypatch, fake_gpu, tmp_path, capsys):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    install_fake_trt(monkeypatch, "11.1.0")
+    fp32 = write_onnx(tmp_path / "fp32.onnx")
+    build = build_engine(fp32, tmp_path / "a.engine", EngineConfig())
+    warnings = json.loads(build.report_path.read_text())["precision"]["warnings"]
+    assert len(warnings) == 1 and "builds its non-quantized layers in fp32" in warnings[0]
+    assert "--fp16" in warnings[0]  # says how to fix it
+    assert "non-quantized layers in fp32" in capsys.readouterr().err  # and prints it
+    assert "# warning: " in build.trtexec_script.read_text()
+
+    model = onnx.load(str(fp32))  # an fp16 export holds fp16 initializers / casts
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(2, np.float16), "h"))
+    onnx.save(model, str(tmp_path / "fp16.onnx"))
+    assert read_onnx(tmp_path / "fp16.onnx").has_fp16 and not read_onnx(fp32).has_fp16
+    build = build_engine(tmp_path / "fp16.onnx", tmp_path / "b.engine", EngineConfig())
+    assert build.report.plan.precision.warnings == ()
+    assert "fp16 from the ONNX" in build.report.plan.precision.note
+    # TensorRT 10's weakly typed default needs no fp16 in the ONNX: no warning there.
+    assert plan_precision("10.16", EngineConfig(), True, has_fp16=False).warnings == ()
 
 
 def test_build_timing_cache_from_config(monkeypatch, fake_gpu, qdq_onnx, tmp_path):
     install_fake_trt(monkeypatch, "10.13.3.9")
     shared = tmp_path / "caches" / "shared.cache"
     build_engine(qdq_onnx, tmp_path / "m.engine", EngineConfig(timing_cache=shared))
-    assert shared.read_bytes() == b"+tuned"
+    assert shared.read_bytes() == b"tuned"
     assert not (tmp_path / "timing.cache").exists()
 
 
@@ -648,8 +593,11 @@ def test_build_reports_parser_and_builder_errors(monkeypatch, fake_gpu, qdq_onnx
     with pytest.raises(QtoolError, match="could not parse.*unsupported operator"):
         build_engine(qdq_onnx, tmp_path / "m.engine", EngineConfig())
     install_fake_trt(monkeypatch, "10.13.3.9", build_fails=True)
-    with pytest.raises(QtoolError, match="failed to build the engine: out of workspace"):
+    failed = r"failed to build m\.engine from .*: out of workspace"
+    with pytest.raises(QtoolError, match=failed) as err:
         build_engine(qdq_onnx, tmp_path / "m.engine", EngineConfig())
+    # The parser logged an error it recovered from before the build: only the build's is quoted.
+    assert "recovered" not in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "m.engine").exists()
     with pytest.raises(QtoolError, match="overwrite its ONNX"):
         build_engine(qdq_onnx, qdq_onnx, EngineConfig())

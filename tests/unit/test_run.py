@@ -1,5 +1,5 @@
 """`run_pipeline`: stage order, up-to-date skipping, re-runs after changes, GPU stages skipped
-visibly, stages not written yet, failures, manifest and report. Stages are fakes that write
+visibly, failures, manifest and report. Stages are fakes that write
 files where the real ones do."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 import qtoolkit.pipeline.run as run_mod
 from qtoolkit.errors import QtoolError
-from qtoolkit.pipeline.run import STAGE_ORDER, run_pipeline, select_stages
-from qtoolkit.recipe import Recipe
+from qtoolkit.pipeline.run import DEFAULT_STAGES, STAGE_ORDER, run_pipeline, select_stages
+from qtoolkit.recipe import Recipe, load_recipe
 
 NO_GPU = "needs TensorRT and an NVIDIA GPU, which this machine lacks"
 WRITES = {
@@ -178,21 +178,10 @@ def test_only_runs_one_stage(tmp_path, files):
         run_pipeline(recipe, registry=registry, only="deploy")
 
 
-def test_stages_not_written_yet_are_not_available(tmp_path, files):
-    log: list[str] = []
-    registry = {
-        **fake_registry(log),
-        "qat": "qtoolkit.pipeline.not_written_yet:run_qat",
-        "export-onnx": "qtoolkit.pipeline.benchmark:run_export",
-    }
-    outcome = run_pipeline(_recipe(tmp_path, files), registry=registry)
-    by_name = {r.name: r for r in outcome.stages}
-    assert by_name["qat"].status == "not-available"
-    assert "qtoolkit.pipeline.not_written_yet is not in this qtoolkit yet" in by_name["qat"].reason
-    assert by_name["export-onnx"].reason == "qtoolkit.pipeline.benchmark has no run_export yet"
-    assert log == ["finetune", "ptq-sweep", "benchmark"]
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "- qat (not-available)" in report
+def test_every_stage_has_a_function():
+    # Stages are plain functions imported with the module: a missing one fails here, at import.
+    assert tuple(DEFAULT_STAGES) == STAGE_ORDER
+    assert all(callable(fn) for fn in DEFAULT_STAGES.values())
 
 
 def test_a_failing_stage_stops_the_run_after_writing_the_manifest(tmp_path, files):
@@ -225,13 +214,13 @@ def test_stage_selection(tmp_path, files):
     assert chosen == ["calibrate", "export-onnx", "build-engine", "benchmark"]
     assert select_stages(calib_only)["qat"] == "the recipe has no qat section"
 
-    class StagedRecipe(Recipe):  # the `stages` field the Recipe is getting
-        stages: list[str] | None = None
-
-    staged = StagedRecipe.model_validate({"stages": ["calibrate", "benchmark"]})
+    # Recipe.stages picks the stages; they run in pipeline order whatever order it lists.
+    staged = Recipe.model_validate({"stages": ["benchmark", "calibrate"]})
     assert [s for s, why in select_stages(staged).items() if why is None] == [
         "calibrate",
         "benchmark",
     ]
-    with pytest.raises(QtoolError, match="unknown stages"):
-        select_stages(StagedRecipe.model_validate({"stages": ["deploy"]}))
+    assert select_stages(staged)["qat"] == "not in recipe.stages"
+    assert select_stages(staged, only="qat")["qat"] is None
+    with pytest.raises(QtoolError, match="stages.0"):
+        load_recipe(None, ["stages=[deploy]"])

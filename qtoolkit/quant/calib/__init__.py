@@ -1,4 +1,5 @@
-"""Calibrators: `MaxCalibrator` (pytorch-quantization's) and our `HistogramCalibrator`."""
+"""Calibrators: the method registry (`registry.py`), `MaxCalibrator` (pytorch-quantization's)
+and our `HistogramCalibrator`."""
 
 from qtoolkit.quant.calib.histogram import (
     HistogramCalibrator,
@@ -6,5 +7,14 @@ from qtoolkit.quant.calib.histogram import (
     amax_mse,
     amax_percentile,
 )
+from qtoolkit.quant.calib.registry import CALIB_METHODS, CALIBRATORS, get_calibrator
 
-__all__ = ["HistogramCalibrator", "amax_entropy", "amax_mse", "amax_percentile"]
+__all__ = [
+    "CALIBRATORS",
+    "CALIB_METHODS",
+    "HistogramCalibrator",
+    "amax_entropy",
+    "amax_mse",
+    "amax_percentile",
+    "get_calibrator",
+]

@@ -1,0 +1,54 @@
+"""The `qtool` command line. Each command builds a Recipe (file + flags), calls one library
+function and prints the outcome's own `summary()`.
+
+Commands live in modules by stage group (train, quantize, deploy, bench); this file only builds
+the Typer app and lists the commands in pipeline order, which is the order `qtool --help` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from qtoolkit.cli import bench, deploy, quantize, train
+from qtoolkit.cli.common import build_recipe, handle_errors
+
+__all__ = ["app", "build_recipe", "handle_errors", "main"]
+
+app = typer.Typer(
+    name="qtool",
+    help="INT8 quantization, QAT and TensorRT deployment for BERT-family encoders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+train.data_app.command("prepare")(train.data_prepare)
+app.add_typer(train.data_app, name="data")
+for _name, _fn in (
+    ("finetune", train.finetune),
+    ("calibrate", quantize.calibrate),
+    ("ptq-sweep", quantize.ptq_sweep),
+    ("sensitivity", quantize.sensitivity),
+    ("qat", quantize.qat),
+    ("inspect", quantize.inspect),
+    ("evaluate", train.evaluate),
+    ("export-onnx", deploy.export_onnx_cmd),
+    ("check-onnx", deploy.check_onnx_cmd),
+    ("build-engine", deploy.build_engine_cmd),
+    ("benchmark", bench.benchmark),
+    ("run", bench.run),
+):
+    app.command(_name)(_fn)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

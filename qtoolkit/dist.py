@@ -15,16 +15,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from qtoolkit.errors import QtoolError
 
 __all__ = [
-    "GlobalOrder",
     "PeerFailure",
     "all_gather_object",
     "all_reduce",
@@ -40,6 +37,7 @@ __all__ = [
     "main_only",
     "peer_errors",
     "rank",
+    "shard_rows",
     "step_share",
     "unwrap",
     "world_size",
@@ -308,38 +306,17 @@ def unwrap(model):
     return getattr(model, "module", model)
 
 
-@dataclass(frozen=True)
-class GlobalOrder:
-    """The seeded data order all ranks agree on, the same for any number of ranks.
+def shard_rows(num_rows: int, where: tuple[int, int] | None = None) -> tuple[slice, float, float]:
+    """This rank's rows of a global batch: (rows, loss factor, share of the examples).
 
-    Epoch e shuffles range(num_examples) with Random(seed + e) (as `TaskData.batches` does) and
-    cuts it into global batches of `batch_size`; rank r trains on its contiguous share of each.
-    """
-
-    num_examples: int
-    batch_size: int
-    seed: int
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def num_batches(self) -> int:
-        return (self.num_examples + self.batch_size - 1) // self.batch_size
-
-    def global_batches(self, epoch: int) -> list[list[int]]:
-        order = list(range(self.num_examples))
-        random.Random(self.seed + epoch).shuffle(order)
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-
-    def share(self, batch: list[int]) -> tuple[list[int], float]:
-        """This rank's examples of a global batch and the factor its mean loss is scaled by.
-
-        DDP averages gradients over ranks; scaling each rank's mean loss by
-        world * n_rank / n_batch makes that average the gradient of the global batch's mean,
-        even when the batch does not split evenly. A rank with no example of a (last, short)
-        batch still takes part in the all-reduce: it runs one example at factor 0."""
-        n, w = len(batch), self.world_size
-        mine = batch[self.rank * n // w : (self.rank + 1) * n // w]
-        if not mine:
-            return batch[:1], 0.0
-        return mine, w * len(mine) / n
+    Every rank builds the same global batch (the seeded order, padding and any random masks of
+    one process) and trains on a contiguous slice of its rows. DDP averages gradients over
+    ranks; scaling each rank's mean loss by world * n_rank / n_batch makes that average the
+    gradient of the global batch's mean, even when the batch does not split evenly. A rank
+    with no row of a (last, short) batch still takes part in the all-reduce: it runs row 0 at
+    factor 0 (share 0). `where`: (rank, world size), default this process's."""
+    me, world = where if where is not None else (rank(), world_size())
+    lo, hi = me * num_rows // world, (me + 1) * num_rows // world
+    if lo == hi:
+        return slice(0, 1), 0.0, 0.0
+    return slice(lo, hi), world * (hi - lo) / num_rows, (hi - lo) / num_rows

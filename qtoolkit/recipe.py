@@ -32,7 +32,14 @@ __all__ = [
 
 RECIPE_VERSION = 1
 
-Task = Literal["sequence-classification", "question-answering", "token-classification", "masked-lm"]
+Task = Literal[
+    "sequence-classification",
+    "question-answering",
+    "token-classification",
+    "masked-lm",
+    "multiple-choice",
+    "next-sentence-prediction",
+]
 
 
 class _Strict(BaseModel):
@@ -184,6 +191,11 @@ class ExportConfig(_Strict):
     """QDQ ONNX export (used by `qtool export-onnx`)."""
 
     opset: int = Field(17, ge=13)
+    exporter: Literal["torchscript", "dynamo"] = Field(
+        "torchscript",
+        description="torch's ONNX exporter: 'torchscript' (dynamo=False, deprecated upstream) or "
+        "'dynamo' (torch.export; quantizers swapped for constant-scale Q/DQ; needs onnxscript).",
+    )
     target: Literal["tensorrt", "onnxruntime"] = Field(
         "tensorrt",
         description="Q/DQ layout: 'tensorrt' keeps one Q/DQ per tensor as exported; "
@@ -210,6 +222,10 @@ class EngineConfig(_Strict):
     min_shape: tuple[int, int] = Field((1, 16), description="(batch, seq) every input accepts.")
     opt_shape: tuple[int, int] = Field((8, 128), description="(batch, seq) tuned for.")
     max_shape: tuple[int, int] = (32, 128)
+    num_choices: tuple[int, int, int] = Field(
+        (4, 4, 4),
+        description="Multiple choice: min/opt/max of the choices axis of [batch, choices, seq].",
+    )
     workspace_mib: int = Field(4096, ge=64)
     timing_cache: Path | None = Field(
         None, description="Reused across builds. Default: timing.cache next to the engine."
@@ -231,6 +247,9 @@ class EngineConfig(_Strict):
             lo, mid, hi = (s[axis] for s in (self.min_shape, self.opt_shape, self.max_shape))
             if not 1 <= lo <= mid <= hi:
                 raise ValueError(f"{what} must satisfy 1 <= min <= opt <= max, got {lo}/{mid}/{hi}")
+        lo, mid, hi = self.num_choices
+        if not 1 <= lo <= mid <= hi:
+            raise ValueError(f"choices must satisfy 1 <= min <= opt <= max, got {lo}/{mid}/{hi}")
         return self
 
 

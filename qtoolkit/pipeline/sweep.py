@@ -40,7 +40,6 @@ class SweepOutcome:
 
 
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
-    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import (
@@ -59,6 +58,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         release_statistics,
     )
     from qtoolkit.tasks.evaluation import agreement
+    from qtoolkit.tasks.inputs import model_input_batches
 
     if not methods:
         raise QtoolError(f"no calibration methods given: use {', '.join(CALIB_METHODS)}")
@@ -78,9 +78,13 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     test = split_evaluator(
         recipe, task, loaded.tokenizer, data_cfg.test_file, model.config, device=device
     )
-    calib_ex = read_data_examples(data_cfg.calib_file, data_cfg, recipe.calib.num_samples)
-    batches = tokenize_batches(
-        loaded.tokenizer, calib_ex, recipe.calib.batch_size, data_cfg.max_length
+    batches, num_calib = model_input_batches(
+        model_cfg.task,
+        loaded.tokenizer,
+        data_cfg.calib_file,
+        data_cfg,
+        recipe.calib.num_samples,
+        recipe.calib.batch_size,
     )
 
     def run_eval(description: str):
@@ -141,7 +145,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             "source_model": model_cfg.path,
             "calib": best_cfg.model_dump(mode="json", exclude={"output_dir"}),
             "calib_file": str(data_cfg.calib_file),
-            "num_samples": len(calib_ex),
+            "num_samples": num_calib,
             "selected_by": f"ptq sweep on {data_cfg.test_file} ({metric})",
         },
     )
@@ -151,7 +155,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         "task": model_cfg.task,
         "test_file": str(data_cfg.test_file),
         "num_test": test.num_examples,
-        "num_calib": len(calib_ex),
+        "num_calib": num_calib,
         "quant": recipe.quant.model_dump(mode="json"),
         "primary_metric": metric,
         "best_method": best["method"],

@@ -76,16 +76,11 @@ class TaskData:
         if shuffle_seed is not None:
             random.Random(shuffle_seed).shuffle(order)
         for start in range(0, len(order), batch_size):
-            yield self.collate(order[start : start + batch_size], with_labels, pad_to)
-
-    def collate(
-        self, idx: list[int], with_labels: bool = False, pad_to: int | None = None
-    ) -> dict[str, torch.Tensor]:
-        """One padded batch of the features at `idx` (with their targets)."""
-        batch = collate_inputs(self.tokenizer, [self.features[i] for i in idx], pad_to)
-        if with_labels:
-            self.collate_labels([self.labels[i] for i in idx], batch)
-        return batch
+            idx = order[start : start + batch_size]
+            batch = collate_inputs(self.tokenizer, [self.features[i] for i in idx], pad_to)
+            if with_labels:
+                self.collate_labels([self.labels[i] for i in idx], batch)
+            yield batch
 
     def num_batches(self, batch_size: int) -> int:
         return (len(self.features) + batch_size - 1) // batch_size

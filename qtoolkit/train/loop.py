@@ -6,11 +6,12 @@ when one exists, continues from it: same batches in the same order, same optimiz
 state, same random numbers, so an interrupted and resumed run ends with the weights an
 uninterrupted run would have.
 
-Launched by torchrun, the loop runs data-parallel (DistributedDataParallel): `batch_size` is the
-global batch, cut from one seeded global order (`qtoolkit.dist.GlobalOrder`) into a share per
-rank, so N ranks take the steps one process would. Rank 0 alone evaluates (the others wait for
-its metrics), saves the best checkpoint and writes the resumable state, which holds every rank's
-random numbers; a state resumes on any number of ranks with the same global order.
+Launched by torchrun, the loop runs data-parallel (DistributedDataParallel). `batch_size` is the
+global batch: every rank builds the batch one process would and trains on its share of the
+rows (`qtoolkit.dist.shard_rows`), so N ranks take the steps one process would. Rank 0 alone
+evaluates (the others wait for its metrics), saves the best checkpoint and writes the resumable
+state, which holds every rank's random numbers; a state resumes on any number of ranks with the
+same global order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 import torch
 
 from qtoolkit import dist
-from qtoolkit.dist import GlobalOrder
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.train.state import (
@@ -131,8 +131,7 @@ def train(
     dist.init(settings.device)
     rank, world = dist.rank(), dist.world_size()
     torch.manual_seed(settings.seed + rank)  # rank 0 draws what a single process would
-    order = GlobalOrder(len(data), settings.batch_size, settings.seed, rank, world)
-    steps_per_epoch = order.num_batches
+    steps_per_epoch = data.num_batches(settings.batch_size)
     total = math.ceil(settings.epochs * steps_per_epoch)
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
@@ -209,16 +208,17 @@ def train(
         # needs its evaluation, even with every step taken.
         while step < total or position > 0:
             model.train()
-            for batch_idx in itertools.islice(order.global_batches(epoch), position, None):
+            batches = data.batches(
+                settings.batch_size, with_labels=True, shuffle_seed=settings.seed + epoch
+            )
+            for batch in itertools.islice(batches, position, None):
                 if step >= total:
                     break
-                mine, factor = order.share(batch_idx)
-                # Padded to the global batch's longest, as one process pads it: the same
-                # positions, so losses over padded rows and LSQ's scale agree.
-                pad_to = max(data.lengths[i] for i in batch_idx)
-                batch = data.collate(mine, with_labels=True, pad_to=pad_to)
-                batch = {k: v.to(settings.device) for k, v in batch.items()}
-                with dist.step_share(len(mine) / len(batch_idx) if factor else 0.0):
+                # Every rank builds the global batch one process would (order, padding, masks)
+                # and trains on its rows of it.
+                rows, factor, share = dist.shard_rows(next(iter(batch.values())).shape[0])
+                batch = {k: v[rows].to(settings.device) for k, v in batch.items()}
+                with dist.step_share(share):
                     loss = loss_fn(net, batch) * factor  # factor 1.0 in a single process
                     loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -36,16 +36,16 @@ def _fail_at(fail_rank: int, fail_step: int) -> None:
     from qtoolkit import dist
     from qtoolkit.errors import QtoolError
 
-    real_share = dist.GlobalOrder.share
+    real_shard = dist.shard_rows
     calls = [0]
 
-    def share(self, batch):
+    def shard_rows(*args, **kwargs):
         calls[0] += 1
         if calls[0] == fail_step and dist.rank() == fail_rank:
             raise QtoolError(f"injected failure at step {fail_step}")
-        return real_share(self, batch)
+        return real_shard(*args, **kwargs)
 
-    dist.GlobalOrder.share = share
+    dist.shard_rows = shard_rows
 
 
 def main() -> None:

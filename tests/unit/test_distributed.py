@@ -235,27 +235,23 @@ def test_failure_on_one_rank_then_resume(setup, two_ranks):
     _assert_close(_weights(run / "qat2"), _weights(reference.output_dir), 1e-5, "resumed on 1")
 
 
-def test_global_order_shares_and_factors():
-    """Every example once per epoch whatever the world size; factors make DDP's mean of the
-    ranks' mean losses the global batch's mean; a rank with no example runs one at factor 0."""
-    from qtoolkit.dist import GlobalOrder
+def test_shards_and_factors():
+    """Every row once whatever the world size; factors make DDP's mean of the ranks' mean losses
+    the global batch's mean; a rank with no row runs row 0 at factor 0."""
+    from qtoolkit.dist import shard_rows
 
-    one = GlobalOrder(19, 6, seed=3)
-    batches = one.global_batches(epoch=1)
-    assert [len(b) for b in batches] == [6, 6, 6, 1]
-    assert sorted(i for b in batches for i in b) == list(range(19))
-    assert one.global_batches(1) == batches != one.global_batches(2)
-    for world in (2, 3, 4):
-        ranks = [GlobalOrder(19, 6, 3, r, world) for r in range(world)]
-        for batch in batches:
-            shares = [o.share(batch) for o in ranks]
-            real = [(idx, f) for idx, f in shares if f > 0]
-            assert [i for idx, _ in real for i in idx] == batch
-            # DDP's mean over ranks of factor * (the rank's mean loss) weights each example by
-            # factor / (world * examples of the rank): 1 / len(batch), as one process does
-            for idx, f in real:
-                assert f / (world * len(idx)) == pytest.approx(1 / len(batch))
-            assert all(len(idx) == 1 for idx, f in shares if f == 0)
+    assert shard_rows(6) == (slice(0, 6), 1.0, 1.0)  # one process: the whole batch
+    for n in (1, 5, 6):
+        for world in (2, 3, 4):
+            shards = [shard_rows(n, (r, world)) for r in range(world)]
+            real = [(rows, f, share) for rows, f, share in shards if f > 0]
+            assert [i for rows, _, _ in real for i in range(n)[rows]] == list(range(n))
+            for rows, f, share in real:
+                # DDP's mean over ranks of factor * (the rank's mean loss) weights each row by
+                # factor / (world * rows of the rank): 1 / n, as one process does
+                assert f / (world * len(range(n)[rows])) == pytest.approx(1 / n)
+                assert share == pytest.approx(len(range(n)[rows]) / n)
+            assert all(r == slice(0, 1) and s == 0 for r, f, s in shards if f == 0)
 
 
 def test_peer_failures_print_nothing():

@@ -51,6 +51,17 @@ def _interrupted(hint: str = "") -> typer.Exit:
     return typer.Exit(130)
 
 
+def _rank_fail(exc: BaseException, message: str, code: int = 2) -> typer.Exit:
+    """Under torchrun the line names the rank; a rank stopped by another's failure is silent."""
+    from qtoolkit.dist import defer_to_main, failure_line
+
+    line = failure_line(exc, message)
+    if line is None:
+        return typer.Exit(1)
+    defer_to_main()
+    return _fail(line, code)
+
+
 def handle_errors(fn: F) -> F:
     """Turn QtoolError, OS errors, Ctrl-C (and anything unexpected) into one line on stderr and
     a non-zero exit."""
@@ -60,7 +71,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except QtoolError as exc:
-            raise _fail(str(exc)) from None
+            raise _rank_fail(exc, str(exc)) from None
         except (typer.Exit, typer.Abort):
             raise
         except Interrupted as exc:
@@ -75,7 +86,8 @@ def handle_errors(fn: F) -> F:
             if os.environ.get("QTOOL_DEBUG"):
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise _fail(
+            raise _rank_fail(
+                exc,
                 f"internal error: {type(exc).__name__}: {first} "
                 "(set QTOOL_DEBUG=1 for a traceback)",
                 code=1,

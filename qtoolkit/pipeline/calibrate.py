@@ -49,9 +49,11 @@ class CalibrateOutcome:
 
 
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
+    from qtoolkit import dist
     from qtoolkit.models import load_model
-    from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
+    from qtoolkit.pipeline.common import quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
+    from qtoolkit.quant.calib.sharded import sharded_forward_loop
     from qtoolkit.tasks.inputs import model_input_batches
 
     if recipe.data.calib_file is None:
@@ -62,6 +64,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     inputs = (model_cfg.path, model_cfg.tokenizer, recipe.data.calib_file)
     check_output_dir(out_dir, Kind.QUANTIZED, inputs)
     device = resolve_device(recipe.calib.device)
+    dist.init(device)  # under torchrun: each rank calibrates on a share of the batches
     loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:
         notices.append(
@@ -86,26 +89,28 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     model = loaded.model.to(device)
     report = insert_quantizers(model, recipe.quant)
     start = time.perf_counter()
-    result = calibrate(model, batch_forward_loop(batches, device), recipe.calib)
+    result = calibrate(model, sharded_forward_loop(batches, device), recipe.calib)
     seconds = time.perf_counter() - start
-    save_quantized(
-        model,
-        loaded.tokenizer,
-        out_dir,
-        recipe.quant,
-        inputs=inputs,
-        info={
-            "stage": "calibrated",
-            "source_model": model_cfg.path,
-            "calib": recipe.calib.model_dump(mode="json", exclude={"output_dir"}),
-            "calib_file": str(recipe.data.calib_file),
-            "max_length": recipe.data.max_length,
-            "num_samples": num_examples,
-            "calib_seconds": round(seconds, 3),
-            "device": device,
-            "unused_quantizers": result.unused,
-        },
-    )
+    if dist.is_main():  # every rank holds the same amax; one writes them
+        save_quantized(
+            model,
+            loaded.tokenizer,
+            out_dir,
+            recipe.quant,
+            inputs=inputs,
+            info={
+                "stage": "calibrated",
+                "source_model": model_cfg.path,
+                "calib": recipe.calib.model_dump(mode="json", exclude={"output_dir"}),
+                "calib_file": str(recipe.data.calib_file),
+                "max_length": recipe.data.max_length,
+                "num_samples": num_examples,
+                "calib_seconds": round(seconds, 3),
+                "device": device,
+                "unused_quantizers": result.unused,
+            },
+        )
+    dist.barrier()  # the checkpoint exists before any rank goes on (QAT reads it)
     return CalibrateOutcome(
         output_dir=out_dir,
         num_samples=num_examples,

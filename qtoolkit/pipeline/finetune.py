@@ -57,6 +57,7 @@ def save_float_checkpoint(
 
 
 def run_finetune(recipe: Recipe) -> FinetuneOutcome:
+    from qtoolkit import dist
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import resolve_device, split_evaluator, stage_task
     from qtoolkit.train.loop import TrainSettings, train
@@ -74,6 +75,7 @@ def run_finetune(recipe: Recipe) -> FinetuneOutcome:
     if label2id:
         model_cfg = model_cfg.model_copy(update={"num_labels": max(label2id.values()) + 1})
     device = resolve_device(cfg.device)
+    dist.init(device)  # under torchrun: data-parallel; rank 0 evaluates and saves
     loaded = load_model(model_cfg, seed=recipe.seed)
     model = loaded.model.to(device)
     if label2id and not all(isinstance(k, int) for k in label2id):

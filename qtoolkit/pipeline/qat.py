@@ -147,6 +147,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     (made first if missing); the best epoch on `data.eval_file` is saved to stage_dir("qat").
     Resumes from `<qat output>.state/` when it holds a state of the same run (unless
     `qat.resume` is false); a state of a run with other settings is refused."""
+    from qtoolkit import dist
     from qtoolkit.artifacts import MARKER, Kind, check_output_dir, kind_of
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.common import quant_source, resolve_device, split_evaluator, stage_task
@@ -162,6 +163,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     if data_cfg.train_file is None or data_cfg.eval_file is None:
         raise QtoolError("QAT needs data.train_file and data.eval_file")
     device = resolve_device(cfg.device)
+    dist.init(device)  # under torchrun: data-parallel; rank 0 evaluates and writes
     source, notices = quant_source(recipe)
     out_dir = recipe.stage_dir("qat")
     # Before any work: the output must be replaceable and hold none of the inputs.
@@ -190,11 +192,11 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     loss_fn = make_qat_loss(teacher, distill, _teacher_dtype(cfg.teacher_precision, device))
 
     state_dir = qat_state_dir(out_dir)
-    if not cfg.resume:
+    if not cfg.resume and dist.is_main():
         clear_train_state(state_dir)
 
     evaluate = evaluator.metrics
-    start_metrics = evaluate(model)
+    start_metrics = dist.main_only(evaluate, model)
     run_info = {
         "stage": "qat",
         "source_model": ckpt.manifest.get("source_model"),
@@ -249,11 +251,12 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         except KeyboardInterrupt:
             raise Interrupted(_resume_hint(state_dir, cfg.save_every_steps)) from None
     marker = out_dir / MARKER
-    if outcome.best_epoch < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
-        raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
-    manifest = json.loads(marker.read_text())
-    write_json(marker, {**manifest, "history": outcome.history})
-    clear_train_state(state_dir)
+    if dist.is_main():  # rank 0 wrote the checkpoint and the state
+        if outcome.best_epoch < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
+            raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
+        manifest = json.loads(marker.read_text())
+        write_json(marker, {**manifest, "history": outcome.history})
+        clear_train_state(state_dir)
     return QatOutcome(
         output_dir=out_dir,
         primary_metric=task.primary_metric,

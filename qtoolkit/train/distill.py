@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qtoolkit.dist import global_count
 from qtoolkit.errors import QtoolError
 
 __all__ = [
@@ -76,13 +77,15 @@ def hidden_mse_loss(
     if len(student) != len(teacher):
         raise QtoolError(f"student has {len(student)} hidden states, teacher {len(teacher)}")
     losses = []
+    # In a distributed step, the mean is over the real tokens of the whole global batch.
+    tokens = None if attention_mask is None else global_count(attention_mask.float().sum())
     for s, t in zip(student, teacher, strict=True):
         sq = (s.float() - t.float()) ** 2
         if attention_mask is None:
             losses.append(sq.mean())
         else:
             mask = attention_mask.to(sq.dtype).unsqueeze(-1)
-            losses.append((sq * mask).sum() / (mask.sum() * sq.shape[-1]).clamp_min(1.0))
+            losses.append((sq * mask).sum() / (tokens * sq.shape[-1]).clamp_min(1.0))
     return torch.stack(losses).mean()
 
 

@@ -22,6 +22,7 @@ from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import _tensor_quant
 from torch import nn
 
+from qtoolkit.dist import batch_share
 from qtoolkit.quant.insert import iter_quantizers
 from qtoolkit.quant.roles import is_weight_quantizer
 
@@ -50,6 +51,7 @@ class _LsqFakeQuant(torch.autograd.Function):
         amax = amax.clamp_min(MIN_AMAX)
         ctx.save_for_backward(inputs, amax)
         ctx.bounds = _bounds(num_bits, unsigned, narrow_range)
+        ctx.share = batch_share()
         # pytorch-quantization's own arithmetic, so a learned quantizer at a given amax gives
         # bit for bit what the frozen one gives.
         outputs, scale = _tensor_quant(inputs, amax, num_bits, unsigned, narrow_range)
@@ -67,7 +69,9 @@ class _LsqFakeQuant(torch.autograd.Function):
         # range (round(x) - x) / max_bound, outside it the clip level q / max_bound.
         d_amax = (q - torch.where(inside, x, torch.zeros_like(x))) / max_bound
         # LSQ's gradient scale keeps amax updates commensurate with weight updates.
-        factor = 1.0 / math.sqrt(inputs.numel() / amax.numel() * max_bound)
+        # Counted over the whole global batch when this rank trains on a share of it.
+        numel = inputs.numel() / ctx.share if ctx.share > 0 else inputs.numel()
+        factor = 1.0 / math.sqrt(numel / amax.numel() * max_bound)
         grad_amax = (grad_outputs.float() * d_amax * factor).sum_to_size(amax.shape)
         return grad_inputs, grad_amax.to(amax.dtype), None, None, None
 

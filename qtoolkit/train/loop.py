@@ -5,6 +5,13 @@ With `checkpointing`, the loop writes a resumable state every N steps and at eac
 when one exists, continues from it: same batches in the same order, same optimizer and scheduler
 state, same random numbers, so an interrupted and resumed run ends with the weights an
 uninterrupted run would have.
+
+Launched by torchrun, the loop runs data-parallel (DistributedDataParallel). `batch_size` is the
+global batch: every rank builds the batch one process would and trains on its share of the
+rows (`qtoolkit.dist.shard_rows`), so N ranks take the steps one process would. Rank 0 alone
+evaluates (the others wait for its metrics), saves the best checkpoint and writes the resumable
+state, which holds every rank's random numbers; a state resumes on any number of ranks with the
+same global order.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 import torch
 
+from qtoolkit import dist
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.train.state import (
@@ -130,17 +138,20 @@ def train(
 ) -> TrainOutcome:
     """Train `model` on `data`; `evaluate(model)` runs after each epoch (the last one may be
     partial), and `save_best(model, record)` is called whenever `primary_metric` improves.
+    In a distributed run both run on rank 0 only.
 
     `param_groups`: optimizer groups with their own settings (e.g. learned amax, no decay).
     `checkpointing`: write a resumable state and resume from one found in its folder.
     """
     from transformers import get_linear_schedule_with_warmup
 
-    from qtoolkit.ui import progress_bar
+    from qtoolkit.ui import notice, progress_bar
 
     if len(data) == 0:
         raise QtoolError("no training examples")
-    torch.manual_seed(settings.seed)
+    dist.init(settings.device)
+    rank, world = dist.rank(), dist.world_size()
+    torch.manual_seed(settings.seed + rank)  # rank 0 draws what a single process would
     steps_per_epoch = data.num_batches(settings.batch_size)
     total = math.ceil(settings.epochs * steps_per_epoch)
     if settings.max_steps is not None:
@@ -149,17 +160,21 @@ def train(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(settings.warmup_ratio * total), total
     )
+    net = dist.wrap_model(model, settings.device)  # what the loss runs; `model` is saved
     fingerprint: dict[str, Any] = {}
     if checkpointing is not None:
         run = dataclasses.asdict(settings)
-        run.pop("device")  # a run may continue on another device
+        run.pop("device")  # a run may continue on another device (or number of ranks)
         fingerprint = normalize_fingerprint(
             {**checkpointing.fingerprint, "train": run, "examples": len(data), "total": total}
         )
     outcome = TrainOutcome()
     step, epoch, position, running, elapsed = 0, 0, 0, 0.0, 0.0
     start = time.perf_counter()
-    saved = load_train_state(checkpointing.state_dir, fingerprint) if checkpointing else None
+    saved = None
+    if checkpointing is not None:
+        # Rank 0 reads (the state may live on its disk only) and hands it to every rank.
+        saved = dist.main_only(load_train_state, checkpointing.state_dir, fingerprint)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -169,9 +184,16 @@ def train(
         outcome.best_metric, outcome.best_epoch = saved["best_metric"], saved["best_epoch"]
         outcome.history = list(saved["history"])
         outcome.resumed_step = step
-        restore_rng(saved["rng"])
+        if not _restore_rank_rng(saved, rank, world, settings.seed + step):
+            notice(
+                f"resuming a {saved.get('world_size', 1)}-process state on {world}: the same "
+                "batches in the same order; dropout draws differ from an uninterrupted run"
+            )
 
     def save_state() -> None:
+        rngs = dist.all_gather_object(capture_rng())  # every rank takes part
+        if not dist.is_main():
+            return
         save_train_state(
             checkpointing.state_dir,
             {
@@ -179,7 +201,9 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": capture_rng(),
+                "rng": rngs[0],
+                "rank_rng": rngs,
+                "world_size": world,
                 "epoch": epoch,
                 "position": position,
                 "step": step,
@@ -200,7 +224,7 @@ def train(
 
     every = checkpointing.every_steps if checkpointing else None
     description = f"training (resumed at step {step})" if step else "training"
-    with progress_bar(description, total - step) as advance:
+    with progress_bar(description, total - step) as advance, dist.peer_errors():
         # An epoch whose last step is done but whose evaluation is not (position > 0) still
         # needs its evaluation, even with every step taken.
         while step < total or position > 0:
@@ -211,23 +235,28 @@ def train(
             for batch in itertools.islice(batches, position, None):
                 if step >= total:
                     break
-                batch = {k: v.to(settings.device) for k, v in batch.items()}
-                loss = loss_fn(model, batch)
-                _check_loss(loss, step + 1, epoch + 1, outcome, checkpointing)
-                loss.backward()
+                # Every rank builds the global batch one process would (order, padding, masks)
+                # and trains on its rows of it.
+                rows, factor, share = dist.shard_rows(next(iter(batch.values())).shape[0])
+                batch = {k: v[rows].to(settings.device) for k, v in batch.items()}
+                with dist.step_share(share):
+                    loss = loss_fn(net, batch) * factor  # factor 1.0 in a single process
+                    _check_loss(loss, step + 1, epoch + 1, outcome, checkpointing)
+                    loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                value = dist.all_reduce(loss.detach().clone()).item() / world  # global mean
                 step += 1
                 position += 1
-                running = loss.item() if position == 1 else 0.9 * running + 0.1 * loss.item()
+                running = value if position == 1 else 0.9 * running + 0.1 * value
                 advance(status())
                 epoch_ends = step >= total or position >= steps_per_epoch
                 if every and step % every == 0 and not epoch_ends:
                     save_state()
             model.eval()
-            metrics = evaluate(model)
+            metrics = dist.main_only(evaluate, model)
             record = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -238,11 +267,27 @@ def train(
             outcome.history.append(record)
             if metrics[primary_metric] > outcome.best_metric:
                 outcome.best_metric, outcome.best_epoch = metrics[primary_metric], epoch + 1
-                save_best(model, record)
+                if dist.is_main():
+                    save_best(model, record)
             epoch += 1
             position = 0
             if checkpointing is not None:
                 save_state()
+        dist.barrier()  # what rank 0 wrote exists before any rank returns
     outcome.steps = step
     outcome.seconds = elapsed + time.perf_counter() - start
     return outcome
+
+
+def _restore_rank_rng(saved: dict[str, Any], rank: int, world: int, fallback_seed: int) -> bool:
+    """Each rank continues its own random stream; False when the state was written by another
+    number of ranks (rank 0 continues its stream, the others start fresh ones)."""
+    rngs = saved.get("rank_rng") or [saved["rng"]]
+    if len(rngs) == world:
+        restore_rng(rngs[rank])
+        return True
+    if rank == 0:
+        restore_rng(rngs[0])
+    else:
+        torch.manual_seed(fallback_seed + 7919 * rank)
+    return False

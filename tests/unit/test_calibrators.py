@@ -114,9 +114,32 @@ def test_histogram_growth_is_exact():
     assert cal.range == 4.0
     want = np.zeros(16)
     want[0] = 3  # 0.05, 0.1, 0.2 in [0, 0.25)
-    want[3] = 1  # 1.0 was the first range's top edge, counted in the bin below it: [0.75, 1.0]
+    want[4] = 1  # 1.0, the first range's top edge, moved to [1.0, 1.25) when the range grew
     want[14] = 1  # 3.5 in [3.5, 3.75)
     np.testing.assert_array_equal(counts, want)
+
+
+def test_histogram_does_not_depend_on_order_or_growth():
+    """From one starting range, any order of the same values gives the histogram a single histc
+    over the final range gives: what lets ranks' histograms be summed (qtoolkit.dist)."""
+    torch.manual_seed(0)
+    sizes, scales = [40, 7, 300, 1, 90], [1, 3, 0.5, 9, 20]
+    chunks = [torch.randn(n) * s for n, s in zip(sizes, scales, strict=True)]
+    first_max = float(chunks[0].abs().max())
+    chunks.insert(3, torch.full((3,), first_max))  # values exactly at the starting range
+    forward = HistogramCalibrator(num_bins=64)
+    for c in chunks:
+        forward.collect(c)
+    backward = HistogramCalibrator(num_bins=64)
+    backward.start(first_max)
+    for c in reversed(chunks):
+        backward.collect(c)
+    backward.grow_to(forward.range)
+    direct = torch.histc(torch.cat(chunks).abs(), bins=64, min=0, max=forward.range)
+    np.testing.assert_array_equal(forward.histogram()[0], direct.double().numpy())
+    np.testing.assert_array_equal(backward.histogram()[0], direct.double().numpy())
+    with pytest.raises(ValueError, match="power of 2"):
+        backward.grow_to(forward.range * 3)
 
 
 def test_mse_runs_on_cpu_only_machine(tiny_bert_dir, sample_batch):

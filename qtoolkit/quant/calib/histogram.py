@@ -10,7 +10,11 @@ Why our own rather than pytorch-quantization's `HistogramCalibrator`:
 `compute_amax`), so it plugs into a `TensorQuantizer` as its `_calibrator`.
 
 Histograms are of |x| over [0, range], `num_bins` equal bins; `edges[i]` is the lower edge of
-bin i and `edges[-1]` the range.
+bin i and `edges[-1]` the range. Bins are half-open [lo, hi) except the last, which also holds x
+equal to the range. Values exactly at the current range are counted apart until the range
+doubles, when they move to the bin that starts at them: so the histogram is the one a single
+`histc` over the final range would give, whatever order the data came in. That makes statistics
+collected on several ranks from the same starting range add up exactly (`grow_to`, then a sum).
 """
 
 from __future__ import annotations
@@ -39,11 +43,35 @@ class HistogramCalibrator:
         self.hist: torch.Tensor | None = None
         self.range: float = 0.0
         self.nonfinite = False  # saw NaN or inf: no amax can be derived (load_amax refuses)
+        self.top: float = 0.0  # how many values equal the current range exactly
 
     def reset(self) -> None:
         self.hist = None
         self.range = 0.0
         self.nonfinite = False
+        self.top = 0.0
+
+    def start(self, range_: float, device: torch.device | str = "cpu") -> None:
+        """Begin with an empty histogram over [0, range_] (a range agreed with other ranks)."""
+        self.hist = torch.zeros(self.num_bins, dtype=torch.float64, device=device)
+        self.range = float(range_)
+        self.top = 0.0
+
+    def _double(self) -> None:
+        merged = self.hist.view(-1, 2).sum(dim=1)
+        self.hist = torch.cat([merged, torch.zeros_like(merged)])
+        self.hist[self.num_bins // 2] += self.top  # the old range is the new bin's lower edge
+        self.top = 0.0
+        self.range *= 2.0
+
+    def grow_to(self, range_: float) -> None:
+        """Double the range until it is `range_`; refuses a range not reachable by doubling."""
+        if self.hist is None:
+            raise ValueError("nothing collected yet: use start()")
+        while self.range < range_:
+            self._double()
+        if self.range != range_:
+            raise ValueError(f"range {range_} is not this histogram's range times a power of 2")
 
     @torch.no_grad()
     def collect(self, x: torch.Tensor) -> None:
@@ -55,12 +83,14 @@ class HistogramCalibrator:
             self.nonfinite = True
             return
         if self.hist is None:
-            self.hist = torch.zeros(self.num_bins, dtype=torch.float64, device=x.device)
-            self.range = x_max if x_max > 0 else 1e-12
+            self.start(x_max if x_max > 0 else 1e-12, x.device)
         while x_max > self.range:
-            merged = self.hist.view(-1, 2).sum(dim=1)
-            self.hist = torch.cat([merged, torch.zeros_like(merged)])
-            self.range *= 2.0
+            self._double()
+        at_top = x == self.range
+        n_top = int(at_top.sum())
+        if n_top:
+            self.top += n_top
+            x = x[~at_top]
         self.hist += torch.histc(x, bins=self.num_bins, min=0.0, max=self.range).double()
 
     def histogram(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -68,7 +98,9 @@ class HistogramCalibrator:
         if self.hist is None:
             return None
         edges = np.linspace(0.0, self.range, self.num_bins + 1)
-        return self.hist.cpu().numpy(), edges
+        counts = self.hist.cpu().numpy().copy()
+        counts[-1] += self.top
+        return counts, edges
 
     def compute_amax(
         self,

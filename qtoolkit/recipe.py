@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qtoolkit.errors import QtoolError
+from qtoolkit.recipe_ptq import CalibPtqFields, QuantPtqFields
 
 __all__ = [
     "RECIPE_VERSION",
@@ -77,7 +78,7 @@ class DataConfig(_Strict):
     eval_batch_size: int = Field(64, ge=1)
 
 
-class QuantConfig(_Strict):
+class QuantConfig(QuantPtqFields):
     """Where quantizers go. Weights per output channel, activations per tensor."""
 
     num_bits: int = Field(8, ge=2, le=8)
@@ -97,7 +98,7 @@ class QuantConfig(_Strict):
     )
 
 
-class CalibConfig(_Strict):
+class CalibConfig(CalibPtqFields):
     """Activation calibration. Weights always use per-channel max."""
 
     method: str = Field(

@@ -38,6 +38,7 @@ from qtoolkit.fsutil import write_json
 from qtoolkit.models.registry import HEAD_SUFFIX, ArchSpec, spec_for_config
 from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
 from qtoolkit.quant.report import amax_markdown, amax_records
+from qtoolkit.quant.smoothquant import restore_smoothing
 from qtoolkit.recipe import QuantConfig
 
 __all__ = ["QuantizedCheckpoint", "save_quantized", "load_quantized", "task_of", "FORMAT_VERSION"]
@@ -135,8 +136,9 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
     insert_quantizers(model, QuantConfig.model_validate(manifest["quant"]))
     weights = path / WEIGHTS
     with safe_open(str(weights), framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
-    _prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
+        shapes = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    _prepare_amax_buffers(model, shapes)
+    restore_smoothing(model, shapes)  # SmoothQuant's scale buffers and their hooks, if any
     missing, unexpected = load_model(model, str(weights), strict=False)
     # Tied weights are stored once; anything else missing means a mismatched checkpoint.
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})

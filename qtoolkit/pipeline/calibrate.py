@@ -52,6 +52,8 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
+    from qtoolkit.quant.bias_correction import correct_from_config
+    from qtoolkit.quant.smoothquant import smooth_from_config
 
     if recipe.data.calib_file is None:
         raise QtoolError("no calibration data: set data.calib_file or pass --calib-file")
@@ -80,7 +82,10 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
         recipe.data.pad_to_max_length,
     )
     start = time.perf_counter()
-    result = calibrate(model, batch_forward_loop(batches, device), recipe.calib)
+    loop = batch_forward_loop(batches, device)
+    smoothed = smooth_from_config(model, recipe.quant, loop)  # quant.smoothquant, if set
+    result = calibrate(model, loop, recipe.calib)
+    correct_from_config(model, recipe.calib, loop)  # calib.bias_correction, if set
     seconds = time.perf_counter() - start
     out_dir = recipe.stage_dir("calibrated")
     save_quantized(
@@ -98,6 +103,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
             "calib_seconds": round(seconds, 3),
             "device": device,
             "unused_quantizers": result.unused,
+            "smoothquant_sites": len(smoothed),
         },
     )
     return CalibrateOutcome(

@@ -8,7 +8,8 @@ the quantized model actually produces there), averaged over real tokens (padding
 the attention mask), and adds that mean difference to the bias. This is the "fast" variant
 (NNCF's FastBiasCorrection, Nagel et al. 2019's empirical correction): one pass, each layer's
 own error. The correction lives in the bias parameter, so checkpoints and ONNX exports carry it
-with nothing new to load. GEMMs without a bias are left alone (reported).
+with nothing new to load. GEMMs without a bias are left alone (reported). A second call would
+measure against the corrected bias and add nothing useful: apply once, `revert_biases` undoes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BiasCorrection", "correct_biases", "quantized_gemms", "revert_biases"]
+__all__ = [
+    "BiasCorrection",
+    "correct_biases",
+    "correct_from_config",
+    "quantized_gemms",
+    "revert_biases",
+]
 
 
 @dataclass
@@ -48,8 +55,13 @@ def quantized_gemms(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
+def _is_conv(module: nn.Module) -> bool:
+    # pytorch-quantization's QuantConv1d derives from _ConvNd, not nn.Conv1d.
+    return module.weight.dim() == 3
+
+
 def _float_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(module, nn.Conv1d):
+    if _is_conv(module):
         return F.conv1d(
             x, module.weight, module.bias, module.stride, module.padding, module.dilation,
             module.groups,
@@ -103,7 +115,7 @@ def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) 
         if m.bias is None:
             result.no_bias.append(name)
             continue
-        handles.append(m.register_forward_hook(hook_for(name, isinstance(m, nn.Conv1d))))
+        handles.append(m.register_forward_hook(hook_for(name, _is_conv(m))))
     was_training = model.training
     model.eval()
     try:
@@ -130,3 +142,10 @@ def revert_biases(model: nn.Module, correction: BiasCorrection, names=None) -> N
             if names is None or name in names:
                 bias = model.get_submodule(name).bias
                 bias.sub_(delta.to(bias.device, bias.dtype))
+
+
+def correct_from_config(model: nn.Module, calib_cfg, forward_loop) -> BiasCorrection | None:
+    """`correct_biases` when the recipe's `calib.bias_correction` is set, else nothing."""
+    if not getattr(calib_cfg, "bias_correction", False):
+        return None
+    return correct_biases(model, forward_loop)

@@ -45,6 +45,7 @@ __all__ = [
     "collect_input_absmax",
     "quantizers_off",
     "restore_smoothing",
+    "smooth_from_config",
     "smooth_sites",
 ]
 
@@ -298,3 +299,13 @@ def restore_smoothing(model: nn.Module, shapes: dict[str, torch.Size]) -> int:
         _attach(model.get_submodule(module_name), buffer, torch.ones(shape))
         count += 1
     return count
+
+
+def smooth_from_config(model: nn.Module, quant_cfg, forward_loop) -> list[SmoothSite]:
+    """`apply_smoothquant` with the recipe's `quant.smoothquant` (nothing when it is unset);
+    a list of alphas (searched by qtool autoquant) means its first here."""
+    sq = getattr(quant_cfg, "smoothquant", None)
+    if sq is None:
+        return []
+    alpha = sq.alpha[0] if isinstance(sq.alpha, list) else sq.alpha
+    return apply_smoothquant(model, forward_loop, alpha, sq.sites)

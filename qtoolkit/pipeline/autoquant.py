@@ -149,6 +149,20 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     search = find_fallback(
         model, units, lambda m, label: dev_score(m, label)[0], target, auto.max_fallback, toggle
     )
+    test = splits["test"]
+    before_fallback = None
+    if search.chosen:
+        # Reported only (nothing is chosen from it): test figures without the fallback.
+        from qtoolkit.quant.fallback import set_float
+
+        set_float(model, search.chosen, False)
+        if toggle is not None:
+            toggle(search.chosen, False)
+        m, p, _ = test.evaluator.run(model, "test: before fallback")
+        before_fallback = test_figures(task, test, m, _as_list(p), _as_list(test.fp32_preds))
+        set_float(model, search.chosen, True)
+        if toggle is not None:
+            toggle(search.chosen, True)
     if correction is not None and search.chosen:
         # Re-measure the corrections with the final float set (their inputs changed).
         from qtoolkit.quant.bias_correction import correct_biases, revert_biases
@@ -158,8 +172,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     final_dev = dev_score(model, "final")
     seconds = time.perf_counter() - start
     # 3. test, once.
-    test_metrics, test_preds, _ = splits["test"].evaluator.run(model, "test: final")
-    test = splits["test"]
+    test_metrics, test_preds, _ = test.evaluator.run(model, "test: final")
     figures = test_figures(
         task, test, test_metrics, _as_list(test_preds), _as_list(test.fp32_preds)
     )
@@ -203,6 +216,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
         census_all_int8=census_all_int8,
         census=gemm_census(model),
         test=figures,
+        test_before_fallback=before_fallback,
         fp32_test=splits["test"].fp32_metrics,
         seconds=seconds,
         notices=notices,

@@ -38,6 +38,7 @@ class AutoquantOutcome:
     test: dict[str, Any]
     fp32_test: dict[str, float]
     seconds: float
+    test_before_fallback: dict[str, Any] | None = None
     latency: list[dict[str, Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
 
@@ -62,6 +63,7 @@ class AutoquantOutcome:
             "gemms": self.census,
             "gemms_all_int8": self.census_all_int8,
             "test": self.test,
+            "test_before_fallback": self.test_before_fallback,
             "fp32_test": self.fp32_test,
             "latency_ms": self.latency,
             "selection_seconds": round(self.seconds, 1),

@@ -13,7 +13,7 @@ from qtoolkit.recipe import CalibConfig, ModelConfig, QuantConfig
 BROKEN = "bert.encoder.layer.1.intermediate.dense._input_quantizer"
 
 
-def _batches(n=4, rows=16, length=16):
+def _batches(n=2, rows=16, length=12):
     gen = torch.Generator().manual_seed(3)
     return [{"input_ids": torch.randint(5, 120, (rows, length), generator=gen)} for _ in range(n)]
 

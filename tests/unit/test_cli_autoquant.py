@@ -28,8 +28,9 @@ def labelled(tmp_path_factory):
     return folder
 
 
-def _recipe(tmp_path, model_dir, labelled):
-    path = tmp_path / "r.yaml"
+def _recipe(tmp_path, model_dir, labelled, tools=True):
+    path = tmp_path / f"r{int(tools)}.yaml"
+    sq = "smoothquant: {alpha: [0.5, 0.8]}" if tools else ""
     path.write_text(
         f"""
 output_dir: {tmp_path / "out"}
@@ -40,9 +41,9 @@ data:
   calib_file: {labelled / "calib.jsonl"}
   max_length: 32
 quant:
-  smoothquant: {{alpha: [0.5, 0.8]}}
+  {sq}
   auto: {{methods: [max, percentile], metric: agreement}}
-calib: {{num_samples: 16, batch_size: 8, stride: 32, bias_correction: true}}
+calib: {{num_samples: 16, batch_size: 8, stride: 32, bias_correction: {str(tools).lower()}}}
 export: {{num_samples: 8}}
 bench: {{threads: 1}}
 """
@@ -80,13 +81,14 @@ def test_autoquant_end_to_end(tmp_path, tiny_dir, labelled):
 def test_calibrate_with_smoothquant_and_bias_correction(tmp_path, tiny_bert_dir, labelled):
     from qtoolkit.quant import load_quantized
 
-    recipe = _recipe(tmp_path, tiny_bert_dir, labelled)
-    plain = _run("calibrate", "-r", recipe, "--set", "quant.smoothquant=null", "-o",
-                 tmp_path / "plain", "--set", "calib.bias_correction=false")  # fmt: skip
+    plain_recipe = _recipe(tmp_path, tiny_bert_dir, labelled, tools=False)
+    plain = _run("calibrate", "-r", plain_recipe, "-o", tmp_path / "plain")
     assert plain.exit_code == 0, plain.output
+    recipe = _recipe(tmp_path, tiny_bert_dir, labelled)
     smoothed = _run("calibrate", "-r", recipe, "-o", tmp_path / "sq")
     assert smoothed.exit_code == 0, smoothed.output
     a, b = load_quantized(tmp_path / "plain"), load_quantized(tmp_path / "sq")
+    assert a.manifest["smoothquant_sites"] == 0 and not a.manifest["calib"]["bias_correction"]
     assert b.manifest["smoothquant_sites"] > 0 and b.manifest["calib"]["bias_correction"]
     biases = [n for n, _ in a.model.named_parameters() if n.endswith("dense.bias")]
     pa, pb = dict(a.model.named_parameters()), dict(b.model.named_parameters())

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe_io import bool_for_number, parse_override, read_recipe_file, set_override
+from qtoolkit.recipe_ptq import CalibPtqFields, QuantPtqFields
 
 __all__ = [
     "RECIPE_VERSION",
@@ -93,7 +94,7 @@ class DataConfig(_Strict):
     eval_batch_size: int = Field(64, ge=1)
 
 
-class QuantConfig(_Strict):
+class QuantConfig(_Strict, QuantPtqFields):
     """Where quantizers go. Weights per output channel, activations per tensor."""
 
     num_bits: int = Field(8, ge=2, le=8)
@@ -113,7 +114,7 @@ class QuantConfig(_Strict):
     )
 
 
-class CalibConfig(_Strict):
+class CalibConfig(_Strict, CalibPtqFields):
     """Activation calibration. Weights always use per-channel max."""
 
     method: str = Field(

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from qtoolkit.cli import bench, deploy, quantize, train
+from qtoolkit.cli import autoquant, bench, deploy, quantize, train
 from qtoolkit.cli.common import build_recipe, handle_errors
 
 __all__ = ["app", "build_recipe", "handle_errors", "main"]
@@ -32,6 +32,7 @@ for _name, _fn in (
     ("calibrate", quantize.calibrate),
     ("ptq-sweep", quantize.ptq_sweep),
     ("sensitivity", quantize.sensitivity),
+    ("autoquant", autoquant.autoquant),
     ("qat", quantize.qat),
     ("inspect", quantize.inspect),
     ("evaluate", train.evaluate),

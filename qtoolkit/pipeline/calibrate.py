@@ -53,7 +53,9 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
+    from qtoolkit.quant.bias_correction import correct_from_config
     from qtoolkit.quant.calib.sharded import sharded_forward_loop
+    from qtoolkit.quant.smoothquant import smooth_from_config
     from qtoolkit.tasks.inputs import model_input_batches
 
     if recipe.data.calib_file is None:
@@ -89,7 +91,10 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     model = loaded.model.to(device)
     report = insert_quantizers(model, recipe.quant)
     start = time.perf_counter()
-    result = calibrate(model, sharded_forward_loop(batches, device), recipe.calib)
+    loop = sharded_forward_loop(batches, device)
+    smoothed = smooth_from_config(model, recipe.quant, loop)  # quant.smoothquant, if set
+    result = calibrate(model, loop, recipe.calib)
+    correct_from_config(model, recipe.calib, loop)  # calib.bias_correction, if set
     seconds = time.perf_counter() - start
     if dist.is_main():  # every rank holds the same amax; one writes them
         save_quantized(
@@ -108,6 +113,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
                 "calib_seconds": round(seconds, 3),
                 "device": device,
                 "unused_quantizers": result.unused,
+                "smoothquant_sites": len(smoothed),
             },
         )
     dist.barrier()  # the checkpoint exists before any rank goes on (QAT reads it)

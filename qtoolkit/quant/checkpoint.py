@@ -38,6 +38,7 @@ from qtoolkit.models.registry import HEAD_SUFFIX, spec_for_config
 from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
 from qtoolkit.quant.quantized import QuantizedCheckpoint, prepare_amax_buffers
 from qtoolkit.quant.report import amax_markdown, amax_records
+from qtoolkit.quant.smoothquant import restore_smoothing
 from qtoolkit.recipe import QuantConfig
 
 __all__ = [
@@ -145,8 +146,9 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
     weights = path / WEIGHTS
     try:
         with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
-        prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
+            shapes = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        prepare_amax_buffers(model, shapes)
+        restore_smoothing(model, shapes)  # SmoothQuant's scale buffers and their hooks, if any
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         raise corrupt_weights(exc, weights) from None

@@ -1,0 +1,253 @@
+"""The autoquant stage: PTQ that stays within a budget of fp32, chosen on dev, reported on test.
+
+1. Calibrator (and SmoothQuant alpha, when `quant.smoothquant.alpha` is a list) chosen on
+   `data.eval_file`; bias correction after it when `calib.bias_correction` is set.
+2. If the dev score is short of fp32 minus the budget, every fallback unit (a GEMM with its
+   quantizers; see qtoolkit.quant.fallback) is scored alone in float on dev, and the k best go
+   to float for k = 1, 2, ... until the budget is met.
+3. The chosen model is scored once on `data.test_file` (never used for a choice), with the
+   paired-bootstrap interval of its difference to fp32 and of its agreement with fp32, and
+   saved as a quantized checkpoint; optionally each fallback step is timed on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from qtoolkit.errors import QtoolError
+from qtoolkit.recipe import Recipe
+from qtoolkit.recipe_ptq import AutoQuantConfig
+
+__all__ = ["run_autoquant", "auto_settings"]
+
+
+def auto_settings(
+    recipe: Recipe, budget: float | None = None, metric: str | None = None
+) -> AutoQuantConfig:
+    """The recipe's `quant.auto` (or defaults) with the CLI's --budget / --metric on top."""
+    auto = recipe.quant.auto or AutoQuantConfig()
+    update = {k: v for k, v in (("budget_points", budget), ("metric", metric)) if v is not None}
+    return auto.model_validate({**auto.model_dump(), **update})
+
+
+@dataclass
+class _Split:
+    name: str
+    evaluator: Any
+    fp32_metrics: dict[str, float]
+    fp32_preds: Any
+
+
+def _as_list(preds: Any) -> list:
+    return [preds[k] for k in sorted(preds)] if isinstance(preds, dict) else list(preds)
+
+
+def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | None = None):
+    from qtoolkit.data import read_data_examples, tokenize_batches
+    from qtoolkit.models import load_model
+    from qtoolkit.pipeline.autoquant_report import AutoquantOutcome, test_figures, write_report
+    from qtoolkit.pipeline.common import (
+        batch_forward_loop,
+        quant_source,
+        resolve_device,
+        split_evaluator,
+        stage_task,
+    )
+    from qtoolkit.quant import insert_quantizers, save_quantized
+    from qtoolkit.quant.calib.registry import CALIB_METHODS
+    from qtoolkit.quant.fallback import fallback_units, find_fallback, gemm_census
+    from qtoolkit.tasks.evaluation import agreement
+
+    auto = auto_settings(recipe, budget, metric)
+    data = recipe.data
+    missing = [k for k in ("eval_file", "test_file", "calib_file") if getattr(data, k) is None]
+    if missing:
+        raise QtoolError(f"autoquant needs data.{missing[0]} (dev selects, test reports)")
+    model_cfg, notices = quant_source(recipe)
+    device = resolve_device(recipe.calib.device)
+    task = stage_task(recipe, model_cfg.task)
+    loaded = load_model(model_cfg, seed=recipe.seed)
+    if loaded.newly_initialized:
+        raise QtoolError(
+            f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
+        )
+    select_metric = auto.metric or task.primary_metric
+    model = loaded.model.to(device).eval()
+    splits = {}
+    for name, path in (("dev", data.eval_file), ("test", data.test_file)):
+        ev = split_evaluator(recipe, task, loaded.tokenizer, path, model.config, device=device)
+        metrics, preds, _ = ev.run(model, f"fp32 ({name})")
+        splits[name] = _Split(name, ev, metrics, preds)
+    if select_metric != "agreement" and select_metric not in splits["dev"].fp32_metrics:
+        known = ", ".join([*splits["dev"].fp32_metrics, "agreement"])
+        raise QtoolError(f"quant.auto.metric: unknown '{select_metric}' (known: {known})")
+    dev = splits["dev"]
+
+    def dev_score(m, label: str) -> tuple[float, float, dict]:
+        metrics, preds, _ = dev.evaluator.run(m, f"dev: {label}")
+        agree = agreement(preds, dev.fp32_preds)
+        value = agree if select_metric == "agreement" else metrics[select_metric]
+        return value, agree, metrics
+
+    fp32_score = 1.0 if select_metric == "agreement" else dev.fp32_metrics[select_metric]
+    target = fp32_score - auto.budget_points / 100.0
+    calib_ex = read_data_examples(data.calib_file, data, recipe.calib.num_samples)
+    batches = tokenize_batches(loaded.tokenizer, calib_ex, recipe.calib.batch_size, data.max_length)
+    loop = batch_forward_loop(batches, device)
+    insert_quantizers(model, recipe.quant)
+    start = time.perf_counter()
+    # 1. calibrator x alpha, on dev.
+    methods = auto.methods or list(CALIB_METHODS)
+    sq = recipe.quant.smoothquant
+    alphas = [None] if sq is None else (sq.alpha if isinstance(sq.alpha, list) else [sq.alpha])
+    candidates = []
+    for alpha in alphas:
+        candidate = copy.deepcopy(model)
+        if alpha is not None:
+            from qtoolkit.quant.smoothquant import apply_smoothquant
+
+            apply_smoothquant(candidate, loop, alpha, sq.sites)
+        for method, _ in _calibrations(candidate, loop, recipe, methods):
+            value, agree, metrics = dev_score(candidate, f"{method}, alpha {alpha}")
+            candidates.append(
+                {"method": method, "alpha": alpha, "score": value, "agreement": agree, **metrics}
+            )
+        del candidate
+    best = max(candidates, key=lambda r: (r["score"], r["agreement"]))
+    # Rebuild the chosen one (cheaper in memory than keeping every candidate).
+    if best["alpha"] is not None:
+        from qtoolkit.quant.smoothquant import apply_smoothquant
+
+        apply_smoothquant(model, loop, best["alpha"], sq.sites)
+    cfg = recipe.calib.model_copy(update={"method": best["method"]})
+    from qtoolkit.quant import calibrate
+
+    calibrate(model, loop, cfg)
+    correction = None
+    toggle = None
+    if recipe.calib.bias_correction:
+        from qtoolkit.quant.bias_correction import correct_biases, revert_biases
+
+        correction = correct_biases(model, loop)
+
+        def toggle(units, on: bool) -> None:
+            # A GEMM back in float gets its own bias back; into INT8 again, its correction.
+            names = {m for u in units for m in u.modules}
+            if on:
+                revert_biases(model, correction, names)
+            else:
+                for name in names & set(correction.deltas):
+                    bias = model.get_submodule(name).bias
+                    bias.data.add_(correction.deltas[name].to(bias.device, bias.dtype))
+
+    # 2. fallback, on dev.
+    units = fallback_units(model, auto.granularity)
+    census_all_int8 = gemm_census(model)
+    search = find_fallback(
+        model, units, lambda m, label: dev_score(m, label)[0], target, auto.max_fallback, toggle
+    )
+    test = splits["test"]
+    before_fallback = None
+    if search.chosen:
+        # Reported only (nothing is chosen from it): test figures without the fallback.
+        from qtoolkit.quant.fallback import set_float
+
+        set_float(model, search.chosen, False)
+        if toggle is not None:
+            toggle(search.chosen, False)
+        m, p, _ = test.evaluator.run(model, "test: before fallback")
+        before_fallback = test_figures(task, test, m, _as_list(p), _as_list(test.fp32_preds))
+        set_float(model, search.chosen, True)
+        if toggle is not None:
+            toggle(search.chosen, True)
+    if correction is not None and search.chosen:
+        # Re-measure the corrections with the final float set (their inputs changed).
+        from qtoolkit.quant.bias_correction import correct_biases, revert_biases
+
+        revert_biases(model, correction)
+        correction = correct_biases(model, loop)
+    final_dev = dev_score(model, "final")
+    seconds = time.perf_counter() - start
+    # 3. test, once.
+    test_metrics, test_preds, _ = test.evaluator.run(model, "test: final")
+    figures = test_figures(
+        task, test, test_metrics, _as_list(test_preds), _as_list(test.fp32_preds)
+    )
+    out_dir = recipe.output_dir / "autoquant"
+    skip = sorted({q for u in search.chosen for q in u.quantizers})
+    quant_cfg = recipe.quant.model_copy(update={"skip": [*recipe.quant.skip, *skip]})
+    selection = {
+        "selected_on": str(data.eval_file),
+        "metric": select_metric,
+        "budget_points": auto.budget_points,
+        "calibrator": best["method"],
+        "smoothquant_alpha": best["alpha"],
+        "bias_correction": recipe.calib.bias_correction,
+        "float_units": [u.name for u in search.chosen],
+    }
+    save_quantized(
+        model,
+        loaded.tokenizer,
+        out_dir,
+        quant_cfg,
+        info={
+            "stage": "autoquant",
+            "source_model": model_cfg.path,
+            "calib": cfg.model_dump(mode="json", exclude={"output_dir"}),
+            "calib_file": str(data.calib_file),
+            "num_samples": len(calib_ex),
+            "autoquant": selection,
+        },
+    )
+    outcome = AutoquantOutcome(
+        checkpoint=out_dir,
+        report_dir=recipe.output_dir / "autoquant_report",
+        metric=select_metric,
+        budget_points=auto.budget_points,
+        fp32_dev=fp32_score,
+        target=target,
+        candidates=candidates,
+        best=best,
+        search=search,
+        final_dev={"score": final_dev[0], "agreement": final_dev[1], **final_dev[2]},
+        census_all_int8=census_all_int8,
+        census=gemm_census(model),
+        test=figures,
+        test_before_fallback=before_fallback,
+        fp32_test=splits["test"].fp32_metrics,
+        seconds=seconds,
+        notices=notices,
+    )
+    if auto.latency:
+        from qtoolkit.pipeline.autoquant_report import fallback_latency
+
+        outcome.latency = fallback_latency(model, search, recipe, batches, toggle)
+    write_report(outcome, recipe)
+    return outcome
+
+
+def _calibrations(model, loop, recipe: Recipe, methods: list[str]):
+    """Yield (method, model) with the model's amax set by each method; statistics are collected
+    once per kind (max, histogram)."""
+    from qtoolkit.quant.calib.registry import get_calibrator
+    from qtoolkit.quant.calibrate import (
+        calibrate_weights,
+        collect_statistics,
+        load_amax,
+        release_statistics,
+    )
+
+    calibrate_weights(model)
+    collected = None
+    for spec in sorted((get_calibrator(m) for m in methods), key=lambda s: s.statistics != "max"):
+        cfg = recipe.calib.model_copy(update={"method": spec.name})
+        if collected != spec.statistics:
+            release_statistics(model)
+            collect_statistics(model, loop, cfg)
+            collected = spec.statistics
+        load_amax(model, cfg)
+        yield spec.name, model
+    release_statistics(model)

@@ -1,0 +1,151 @@
+"""Bias correction: remove the mean output error each quantized GEMM adds.
+
+Rounding weights and inputs to INT8 shifts the mean of a GEMM's outputs (per output channel);
+the shift adds up through the layers and flips borderline predictions. After calibration, one
+pass over the calibration data measures, for each quantized Linear/Conv1d, the float output
+(float weight, float input) against the fake-quantized output *on the same input* (the input
+the quantized model actually produces there), averaged over real tokens (padding excluded via
+the attention mask), and adds that mean difference to the bias. This is the "fast" variant
+(NNCF's FastBiasCorrection, Nagel et al. 2019's empirical correction): one pass, each layer's
+own error. The correction lives in the bias parameter, so checkpoints and ONNX exports carry it
+with nothing new to load. GEMMs without a bias are left alone (reported). A second call would
+measure against the corrected bias and add nothing useful: apply once, `revert_biases` undoes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "BiasCorrection",
+    "correct_biases",
+    "correct_from_config",
+    "quantized_gemms",
+    "revert_biases",
+]
+
+
+@dataclass
+class BiasCorrection:
+    """Per GEMM, the shift added to its bias; `no_bias`: quantized GEMMs that have none."""
+
+    deltas: dict[str, torch.Tensor] = field(default_factory=dict)
+    no_bias: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """Mean |shift| per GEMM, for reports."""
+        return {k: float(v.abs().mean()) for k, v in self.deltas.items()}
+
+
+def quantized_gemms(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Linear/Conv1d modules with an enabled input or weight quantizer."""
+    from pytorch_quantization.nn import QuantConv1d, QuantLinear
+
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, (QuantLinear, QuantConv1d)) and not (
+            m._input_quantizer._disabled and m._weight_quantizer._disabled
+        ):
+            out.append((name, m))
+    return out
+
+
+def _is_conv(module: nn.Module) -> bool:
+    # pytorch-quantization's QuantConv1d derives from _ConvNd, not nn.Conv1d.
+    return module.weight.dim() == 3
+
+
+def _float_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if _is_conv(module):
+        return F.conv1d(
+            x, module.weight, module.bias, module.stride, module.padding, module.dilation,
+            module.groups,
+        )  # fmt: skip
+    return F.linear(x, module.weight, module.bias)
+
+
+def _token_weights(out: torch.Tensor, mask: torch.Tensor | None, channels_first: bool):
+    """Per-position weights broadcastable to `out` (1 on real tokens, 0 on padding)."""
+    if mask is None or out.dim() != 3:
+        return None
+    if channels_first and out.shape[0] == mask.shape[0] and out.shape[2] == mask.shape[1]:
+        return mask[:, None, :].to(out.dtype)
+    if not channels_first and out.shape[:2] == mask.shape:
+        return mask[:, :, None].to(out.dtype)
+    return None
+
+
+def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) -> BiasCorrection:
+    """Measure each quantized GEMM's mean output error over `forward_loop` and add it to its
+    bias, in place. Quantizers must be calibrated. Returns the shifts (see `revert_biases`)."""
+    targets = quantized_gemms(model)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor | None] = {"mask": None}
+    result = BiasCorrection()
+
+    def capture_mask(module, args, kwargs):
+        state["mask"] = kwargs.get("attention_mask")
+
+    def hook_for(name: str, channels_first: bool):
+        def hook(module, args, output):
+            x = args[0]
+            diff = (_float_output(module, x) - output).detach().float()
+            channel = 1 if channels_first and diff.dim() == 3 else diff.dim() - 1
+            weights = _token_weights(diff, state["mask"], channels_first)
+            if weights is not None:
+                diff = diff * weights
+                n = weights.float().sum() * 1.0
+            else:
+                n = torch.tensor(float(diff.numel() // diff.shape[channel]))
+            dims = [d for d in range(diff.dim()) if d != channel]
+            total = diff.sum(dim=dims)
+            sums[name] = total if name not in sums else sums[name] + total
+            counts[name] = n if name not in counts else counts[name] + n
+
+        return hook
+
+    handles = [model.register_forward_pre_hook(capture_mask, with_kwargs=True)]
+    for name, m in targets:
+        if m.bias is None:
+            result.no_bias.append(name)
+            continue
+        handles.append(m.register_forward_hook(hook_for(name, _is_conv(m))))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            forward_loop(model)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    with torch.no_grad():
+        for name, m in targets:
+            if name not in sums:
+                continue
+            delta = (sums[name] / counts[name].clamp(min=1.0)).to(m.bias.device, m.bias.dtype)
+            m.bias.add_(delta)
+            result.deltas[name] = delta.cpu()
+    return result
+
+
+def revert_biases(model: nn.Module, correction: BiasCorrection, names=None) -> None:
+    """Subtract the shifts again (all, or those of `names`), e.g. for a GEMM put back in float."""
+    with torch.no_grad():
+        for name, delta in correction.deltas.items():
+            if names is None or name in names:
+                bias = model.get_submodule(name).bias
+                bias.sub_(delta.to(bias.device, bias.dtype))
+
+
+def correct_from_config(model: nn.Module, calib_cfg, forward_loop) -> BiasCorrection | None:
+    """`correct_biases` when the recipe's `calib.bias_correction` is set, else nothing."""
+    if not getattr(calib_cfg, "bias_correction", False):
+        return None
+    return correct_biases(model, forward_loop)

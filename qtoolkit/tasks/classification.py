@@ -57,6 +57,11 @@ class SequenceClassificationTask:
         preds = logits.argmax(axis=-1).tolist()
         return classification_metrics(preds, data.labels), preds
 
+    def example_scores(self, data: TaskData, predictions: list) -> list[float]:
+        """1.0 where the prediction is the gold label: accuracy is their mean, so a paired
+        bootstrap over them gives the interval of an accuracy difference."""
+        return [float(p == y) for p, y in zip(predictions, data.labels, strict=True)]
+
 
 def _collate(labels: list[int], batch: dict) -> None:
     batch["labels"] = torch.tensor(labels, dtype=torch.long)

@@ -50,7 +50,7 @@ class ModelConfig(_Strict):
     tokenizer: str | None = Field(None, description="Tokenizer location if not in `path`.")
     architecture: Literal["auto", "bert", "squeezebert"] = "auto"
     task: Task = "sequence-classification"
-    num_labels: int = Field(2, ge=1)
+    num_labels: int | None = Field(None, ge=1)  # None: the checkpoint's config (else 2)
     random_init: bool = Field(
         False, description="Build the model from config.json with random weights (no weights file)."
     )

@@ -89,9 +89,16 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
         )
     for key, value in cfg.config_overrides.items():
         setattr(config, key, value)
-    if cfg.task in ("sequence-classification", "token-classification"):
-        config.num_labels = cfg.num_labels
     head_cls = spec.head_class(cfg.task)
+    if cfg.task in ("sequence-classification", "token-classification") and cfg.num_labels:
+        # Unset in the recipe: the checkpoint's own head size (its config says 2 if it has none).
+        has_head = head_cls.__name__ in (getattr(config, "architectures", None) or [])
+        if has_head and not cfg.random_init and config.num_labels != cfg.num_labels:
+            raise QtoolError(
+                f"model.num_labels is {cfg.num_labels} but {path} has a {config.num_labels}-label "
+                "head: leave model.num_labels unset to use it"
+            )
+        config.num_labels = cfg.num_labels
 
     newly_initialized: list[str] = []
     torch.manual_seed(seed)  # fresh heads and random-init models are reproducible

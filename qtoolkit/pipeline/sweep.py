@@ -263,7 +263,7 @@ def sweep_markdown(
             f"{r['eval_s']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if result:
+    if "selection" in result:
         lines += [
             "",
             f"Selection: {result['selection']}. Test: {result['num_test']} examples"

@@ -132,7 +132,18 @@ def render_bench_ort(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def render_run(data: dict[str, Any]) -> str:
+    """`qtool run`'s run.json: every stage's status and wall time."""
+    lines = ["| stage | status | seconds |", "|---|---|---:|"]
+    for st in data["stages"]:
+        note = f" ({st['reason']})" if st["status"] == "skipped" and st.get("reason") else ""
+        lines.append(f"| {st['name']} | {st['status']}{note} | {st['seconds']:.0f} |")
+    lines += ["", f"Whole run: {data['seconds']:.0f} s (recipe `{data['recipe']}`)."]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "run": render_run,
     "ptq": render_ptq,
     "bench": render_bench,
     "demo": render_demo,

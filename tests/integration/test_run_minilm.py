@@ -12,7 +12,7 @@ from qtoolkit.cli import app
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
-SIZES = {"train": 320, "dev": 80, "calib": 64, "test": 120}
+SIZES = {"train": 800, "dev": 80, "calib": 64, "test": 120}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_the_sweep_chose_on_dev_and_reported_on_test(small_run):
     assert sweep["best_method"] == chosen["method"]
     saved = json.loads((out / "calibrated" / "qtoolkit.json").read_text())
     assert saved["calib"]["method"] == chosen["key"]
-    assert rows[0]["accuracy"] > 0.6  # a few steps on real sentences learn something
+    assert rows[0]["accuracy"] > 0.65  # 50 steps on real sentences learn something
     for r in rows[1:]:
         assert r["delta"]["low"] <= r["delta"]["value"] <= r["delta"]["high"]
 

@@ -50,6 +50,7 @@ def test_finetune_then_ptq_stays_close_to_fp32(rt_data, tmp_path):
     fp32, int8 = rows[0], next(r for r in rows[1:] if r["selected"])
     assert fp32["accuracy"] > 0.75  # it learned the task (the classes are balanced)
     # Full TensorRT placement (Linear, attention matmuls, residual skip inputs), the dev choice
-    # of two calibrators, on 400 test sentences: within 2 points of fp32 and mostly the same predictions.
+    # of two calibrators, on 400 test sentences: within 2 points of fp32, mostly the same
+    # predictions.
     assert int8["accuracy"] >= fp32["accuracy"] - 0.02, rows
     assert int8["agreement"] >= 0.90, rows

@@ -32,7 +32,14 @@ __all__ = [
 
 RECIPE_VERSION = 1
 
-Task = Literal["sequence-classification", "question-answering", "token-classification", "masked-lm"]
+Task = Literal[
+    "sequence-classification",
+    "question-answering",
+    "token-classification",
+    "masked-lm",
+    "multiple-choice",
+    "next-sentence-prediction",
+]
 
 
 class _Strict(BaseModel):
@@ -50,7 +57,7 @@ class ModelConfig(_Strict):
     tokenizer: str | None = Field(None, description="Tokenizer location if not in `path`.")
     architecture: Literal["auto", "bert", "squeezebert"] = "auto"
     task: Task = "sequence-classification"
-    num_labels: int | None = Field(None, ge=1)  # None: the checkpoint's config (else 2)
+    num_labels: int = Field(2, ge=1)
     random_init: bool = Field(
         False, description="Build the model from config.json with random weights (no weights file)."
     )
@@ -184,6 +191,11 @@ class ExportConfig(_Strict):
     """QDQ ONNX export (used by `qtool export-onnx`)."""
 
     opset: int = Field(17, ge=13)
+    exporter: Literal["torchscript", "dynamo"] = Field(
+        "torchscript",
+        description="torch's ONNX exporter: 'torchscript' (dynamo=False, deprecated upstream) or "
+        "'dynamo' (torch.export; quantizers swapped for constant-scale Q/DQ; needs onnxscript).",
+    )
     target: Literal["tensorrt", "onnxruntime"] = Field(
         "tensorrt",
         description="Q/DQ layout: 'tensorrt' keeps one Q/DQ per tensor as exported; "
@@ -197,7 +209,8 @@ class ExportConfig(_Strict):
         None, gt=0, description="Tolerance with fp16; default: 2x the int8 tolerance."
     )
     # torch and ORT can round a value one quantization step apart and the difference grows
-    # through the layers: on a fine-tuned MiniLM 0.3-1.2% of 1000 argmaxes flipped.
+    # through the layers: on a fine-tuned MiniLM 0.3-1.2% of 1000 argmaxes flipped. Only
+    # decisions with a top-1 margin over the tolerance count (export/validate.py).
     min_argmax_agreement: float = Field(0.95, ge=0, le=1)
     num_samples: int = Field(64, ge=1, description="Sentences to validate the export with.")
     output_dir: Path | None = None
@@ -209,6 +222,10 @@ class EngineConfig(_Strict):
     min_shape: tuple[int, int] = Field((1, 16), description="(batch, seq) every input accepts.")
     opt_shape: tuple[int, int] = Field((8, 128), description="(batch, seq) tuned for.")
     max_shape: tuple[int, int] = (32, 128)
+    num_choices: tuple[int, int, int] = Field(
+        (4, 4, 4),
+        description="Multiple choice: min/opt/max of the choices axis of [batch, choices, seq].",
+    )
     workspace_mib: int = Field(4096, ge=64)
     timing_cache: Path | None = Field(
         None, description="Reused across builds. Default: timing.cache next to the engine."
@@ -230,6 +247,9 @@ class EngineConfig(_Strict):
             lo, mid, hi = (s[axis] for s in (self.min_shape, self.opt_shape, self.max_shape))
             if not 1 <= lo <= mid <= hi:
                 raise ValueError(f"{what} must satisfy 1 <= min <= opt <= max, got {lo}/{mid}/{hi}")
+        lo, mid, hi = self.num_choices
+        if not 1 <= lo <= mid <= hi:
+            raise ValueError(f"choices must satisfy 1 <= min <= opt <= max, got {lo}/{mid}/{hi}")
         return self
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from qtoolkit.data import TextExample
     from qtoolkit.recipe import Recipe
 
-__all__ = ["Feeds", "read_timing_texts", "synthetic_feeds", "text_feeds"]
+__all__ = ["Feeds", "choice_feeds", "read_timing_texts", "synthetic_feeds", "text_feeds"]
 
 Feeds = dict[str, np.ndarray]
 
@@ -63,4 +63,25 @@ def synthetic_feeds(vocab_size: int, batch: int, seq: int, seed: int = 0) -> Fee
         "input_ids": ids,
         "attention_mask": np.ones_like(ids),
         "token_type_ids": np.zeros_like(ids),
+    }
+
+
+def choice_feeds(tokenizer, examples: Sequence, batch: int, seq: int) -> Feeds:
+    """Multiple choice: `batch` questions (repeated if there are fewer), each choice padded or
+    truncated to `seq` tokens: `[batch, choices, seq]` arrays."""
+    if not examples:
+        raise QtoolError("no multiple-choice questions to build timing inputs from")
+    chunk = [examples[i % len(examples)] for i in range(batch)]
+    pairs = [p for e in chunk for p in e.pairs()]
+    enc = tokenizer(
+        [a for a, _ in pairs],
+        [b for _, b in pairs],
+        padding="max_length",
+        truncation="longest_first",
+        max_length=seq,
+        return_tensors="np",
+    )
+    n = len(chunk[0].choices)
+    return {
+        k: np.ascontiguousarray(v.reshape(batch, n, seq), dtype=np.int64) for k, v in enc.items()
     }

@@ -2,8 +2,9 @@
 
 BERT-family encoders take `[batch, seq]` integer inputs (`input_ids`, `attention_mask`,
 `token_type_ids`, whichever the export kept); every one gets the same min/opt/max (batch, seq)
-from `EngineConfig`. A dimension the ONNX fixes must match the profile, which is checked here so
-the user gets one line instead of a TensorRT build failure.
+from `EngineConfig`. Multiple-choice exports take `[batch, choices, seq]`: the middle axis gets
+`EngineConfig.num_choices`. A dimension the ONNX fixes must match the profile, which is checked
+here so the user gets one line instead of a TensorRT build failure.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ class OnnxSummary:
 @dataclass(frozen=True)
 class ShapeProfile:
     name: str
-    min: tuple[int, int]
-    opt: tuple[int, int]
-    max: tuple[int, int]
+    min: tuple[int, ...]  # (batch, seq), or (batch, choices, seq)
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -101,19 +102,33 @@ def read_onnx(path: str | Path) -> OnnxSummary:
     )
 
 
+def _shapes_for(inp: OnnxInput, config: EngineConfig) -> tuple[tuple[str, ...], dict]:
+    """The axis names and the min/opt/max shape of one input, from its rank."""
+    (b0, s0), (b1, s1), (b2, s2) = config.min_shape, config.opt_shape, config.max_shape
+    if len(inp.dims) == 2:
+        return ("batch", "seq"), {"min": (b0, s0), "opt": (b1, s1), "max": (b2, s2)}
+    if len(inp.dims) == 3:
+        c0, c1, c2 = config.num_choices
+        return ("batch", "choices", "seq"), {
+            "min": (b0, c0, s0),
+            "opt": (b1, c1, s1),
+            "max": (b2, c2, s2),
+        }
+    raise QtoolError(
+        f"input '{inp.name}' has shape {list(inp.dims)}; the engine builder expects "
+        "[batch, seq] inputs (input_ids, attention_mask, token_type_ids), or "
+        "[batch, choices, seq] for multiple choice"
+    )
+
+
 def make_profiles(inputs: Sequence[OnnxInput], config: EngineConfig) -> list[ShapeProfile]:
-    """One (batch, seq) min/opt/max profile per `[batch, seq]` input (pure)."""
+    """One min/opt/max profile per `[batch, seq]` or `[batch, choices, seq]` input (pure)."""
     if not inputs:
         raise QtoolError("the ONNX model has no inputs to build a profile for")
-    shapes = {"min": config.min_shape, "opt": config.opt_shape, "max": config.max_shape}
     profiles = []
     for inp in inputs:
-        if len(inp.dims) != 2:
-            raise QtoolError(
-                f"input '{inp.name}' has shape {list(inp.dims)}; the engine builder expects "
-                "[batch, seq] inputs (input_ids, attention_mask, token_type_ids)"
-            )
-        for axis, what in enumerate(("batch", "seq")):
+        axes, shapes = _shapes_for(inp, config)
+        for axis, what in enumerate(axes):
             fixed = inp.dims[axis]
             if not isinstance(fixed, int) or fixed <= 0:
                 continue
@@ -124,11 +139,7 @@ def make_profiles(inputs: Sequence[OnnxInput], config: EngineConfig) -> list[Sha
                     f"asks for min/opt/max {wanted['min']}/{wanted['opt']}/{wanted['max']}: "
                     f"export with a dynamic {what} axis or set all three to {fixed}"
                 )
-        profiles.append(
-            ShapeProfile(
-                inp.name, tuple(config.min_shape), tuple(config.opt_shape), tuple(config.max_shape)
-            )
-        )
+        profiles.append(ShapeProfile(inp.name, shapes["min"], shapes["opt"], shapes["max"]))
     return profiles
 
 

@@ -202,7 +202,7 @@ def export_onnx(
     dtype = next(model.parameters()).dtype
     model.to("cpu", torch.float32)
     try:
-        proto = export_model_proto(model, task, sample_batches[0], cfg.opset)
+        proto = export_model_proto(model, task, sample_batches[0], cfg.opset, exporter=cfg.exporter)
         passes = optimize_qdq(proto, split_shared=cfg.target == "onnxruntime")
         if cfg.fp16:
             proto = convert_to_fp16(proto)
@@ -216,6 +216,7 @@ def export_onnx(
                 "qtoolkit.architecture": spec.name,
                 "qtoolkit.target": cfg.target,
                 "qtoolkit.fp16": str(cfg.fp16).lower(),
+                "qtoolkit.exporter": cfg.exporter,
             },
         )
         violations = check_model_proto(proto, eff_cfg)
@@ -229,7 +230,9 @@ def export_onnx(
         fp32_path = fp32_report = None
         if cfg.fp32_baseline:
             fp32_path = fp32_path_for(out)
-            proto32 = export_model_proto(model, task, sample_batches[0], cfg.opset, False)
+            proto32 = export_model_proto(
+                model, task, sample_batches[0], cfg.opset, False, exporter=cfg.exporter
+            )
 
             def validate32(path: Path) -> ValidationReport:
                 with float_mode(model):

@@ -1,9 +1,10 @@
 """PyTorch -> ONNX: input/output naming per task, the fake-quant export switch, the exporter call.
 
-The one call into `torch.onnx.export` lives in `run_exporter`, so moving to the dynamo exporter
-later changes one function. (torch 2.13's dynamo exporter fails on pytorch-quantization's
-fake-quant because of a data-dependent `amax.item()`; it does map
-`torch.fake_quantize_per_{tensor,channel}_affine` with constant scales to Q/DQ.)
+Two exporters, picked by `export.exporter`: the TorchScript one (`run_exporter`, `dynamo=False`,
+pytorch-quantization's fake quant under `fake_quant_onnx_mode`) and the dynamo one
+(`qtoolkit.export.dynamo_export`: torch.export cannot trace pytorch-quantization's data-dependent
+`amax.item()`, so quantizers are swapped for constant-scale Q/DQ for the export). When torch
+drops the TorchScript exporter, the default of `ExportConfig.exporter` is the one switch.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "token-classification": ("logits",),
     "masked-lm": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
+    "multiple-choice": ("logits",),
+    "next-sentence-prediction": ("logits",),
 }
 # Outputs with one value per token (a sequence axis) rather than one per example.
 _TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm", "question-answering")
@@ -94,6 +97,9 @@ def output_names_for(task: str) -> tuple[str, ...]:
 
 
 def dynamic_axes_for(inputs: Sequence[str], outputs: Sequence[str], task: str) -> dict:
+    if task == "multiple-choice":  # [batch, choices, seq] in, one score per choice out
+        axes = {n: {0: "batch", 1: "choices", 2: "sequence"} for n in inputs}
+        return {**axes, **{n: {0: "batch", 1: "choices"} for n in outputs}}
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in inputs}
     for name in outputs:
         axes[name] = {0: "batch", 1: "sequence"} if task in _TOKEN_LEVEL_TASKS else {0: "batch"}
@@ -170,11 +176,14 @@ def export_model_proto(
     example_batch: Mapping[str, Any],
     opset: int,
     quantized: bool = True,
+    exporter: str = "torchscript",
 ) -> onnx.ModelProto:
     """Export `model` (eval, CPU, fp32) and return the loaded `onnx.ModelProto`.
 
     With `quantized`, quantizers export as QuantizeLinear/DequantizeLinear; otherwise every
-    quantizer is switched off for the export (the float baseline).
+    quantizer is switched off for the export (the float baseline). `exporter` is
+    "torchscript" (pytorch-quantization's fake quant, `dynamo=False`) or "dynamo"
+    (constant-scale fake quant, `qtoolkit.export.dynamo_export`).
     """
     import onnx
     import torch
@@ -184,12 +193,21 @@ def export_model_proto(
     args = example_inputs(example_batch, input_names)
     was_training = model.training
     model.eval()
-    mode = fake_quant_onnx_mode() if quantized else float_mode(model)
+    export = run_exporter
+    if exporter == "dynamo":
+        from qtoolkit.export.dynamo_export import constant_fake_quant, run_dynamo_exporter
+
+        export = run_dynamo_exporter
+        mode = constant_fake_quant(model) if quantized else float_mode(model)
+    elif exporter == "torchscript":
+        mode = fake_quant_onnx_mode() if quantized else float_mode(model)
+    else:
+        raise QtoolError(f"unknown exporter '{exporter}' (use torchscript or dynamo)")
     try:
         with tempfile.TemporaryDirectory(prefix="qtool-export-") as tmp:
             path = Path(tmp) / "model.onnx"
             with mode, torch.no_grad():
-                run_exporter(
+                export(
                     _wrapper(model, input_names, output_names),
                     args,
                     path,
@@ -199,6 +217,11 @@ def export_model_proto(
                     dynamic_axes_for(input_names, output_names, task),
                 )
             # Models over 2 GB come back with external data; load it into memory.
-            return onnx.load(str(path), load_external_data=True)
+            proto = onnx.load(str(path), load_external_data=True)
+        if exporter == "dynamo":
+            from qtoolkit.export.dynamo_export import drop_saturating_clips
+
+            drop_saturating_clips(proto)
+        return proto
     finally:
         model.train(was_training)

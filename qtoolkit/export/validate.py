@@ -3,7 +3,13 @@
 Fake quantization in torch and Q/DQ in ORT round the same values, but not always identically
 (x * (127/amax) in pytorch-quantization vs x / (amax/127) in ORT), so a value can land one
 quantization step away and logits differ slightly. The check is therefore a pair: max absolute
-difference on the outputs against a tolerance, and agreement of the argmax decisions.
+difference on the outputs against a tolerance (the hard check), and agreement of the argmax
+decisions.
+
+A decision whose top two scores are closer than the tolerance on both sides is a tie: rounding
+noise flips it (a fresh or lightly trained head gives near-equal logits), so it counts neither
+for nor against. The agreement bar applies to the decisive decisions only, those where either
+side's top-1 margin exceeds the tolerance; the raw agreement over all decisions is reported too.
 """
 
 from __future__ import annotations
@@ -20,19 +26,91 @@ from qtoolkit.errors import QtoolError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["OutputComparison", "ValidationReport", "ort_session", "validate_onnx"]
+__all__ = [
+    "ArgmaxCounts",
+    "OutputComparison",
+    "ValidationReport",
+    "argmax_counts",
+    "ort_session",
+    "validate_onnx",
+]
+
+
+@dataclass(frozen=True)
+class ArgmaxCounts:
+    """Argmax decisions of one output: all of them, and those with a top-1 margin over atol."""
+
+    agree: int = 0
+    decisions: int = 0
+    decisive_agree: int = 0
+    decisive: int = 0
+
+    def __add__(self, other: ArgmaxCounts) -> ArgmaxCounts:
+        return ArgmaxCounts(
+            self.agree + other.agree,
+            self.decisions + other.decisions,
+            self.decisive_agree + other.decisive_agree,
+            self.decisive + other.decisive,
+        )
+
+
+def _top1_margin(scores: np.ndarray) -> np.ndarray:
+    """Best minus second-best score of each row (inf with one candidate, nan with none)."""
+    if scores.shape[-1] < 2:
+        return np.full(scores.shape[:-1], np.inf)
+    top2 = np.partition(scores, -2, axis=-1)[..., -2:]
+    with np.errstate(invalid="ignore"):  # -inf - -inf: a row with no candidate at all
+        return top2[..., 1] - top2[..., 0]
+
+
+def argmax_counts(
+    ref: np.ndarray, got: np.ndarray, atol: float, valid: np.ndarray | None = None
+) -> ArgmaxCounts:
+    """Compare argmax over the last axis of `ref` and `got` (same shape), rows where `valid`.
+
+    A row is decisive when either side's top-1 margin exceeds `atol`; where both margins are
+    within it, a flip is rounding noise between near-equal scores, not a disagreement. Masked
+    candidates (positions of a QA output) are -inf in both arrays and never win.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    same = ref.argmax(-1) == got.argmax(-1)
+    decisive = (_top1_margin(ref) > atol) | (_top1_margin(got) > atol)
+    if valid is not None:
+        same, decisive = same[valid], decisive[valid]
+    return ArgmaxCounts(
+        agree=int(same.sum()),
+        decisions=int(same.size),
+        decisive_agree=int((same & decisive).sum()),
+        decisive=int(decisive.sum()),
+    )
 
 
 @dataclass
 class OutputComparison:
     name: str
     max_abs_diff: float
-    agree: int
-    decisions: int
+    counts: ArgmaxCounts = field(default_factory=ArgmaxCounts)
+
+    @property
+    def decisions(self) -> int:
+        return self.counts.decisions
+
+    @property
+    def decisive(self) -> int:
+        return self.counts.decisive
 
     @property
     def argmax_agreement(self) -> float:
-        return self.agree / self.decisions if self.decisions else 1.0
+        """Raw: over every decision, ties included."""
+        c = self.counts
+        return c.agree / c.decisions if c.decisions else 1.0
+
+    @property
+    def decisive_agreement(self) -> float | None:
+        """Over decisions with a top-1 margin over atol; None when there is none."""
+        c = self.counts
+        return c.decisive_agree / c.decisive if c.decisive else None
 
 
 @dataclass
@@ -48,7 +126,22 @@ class ValidationReport:
 
     @property
     def argmax_agreement(self) -> float:
+        """Raw agreement of the worst output, ties included (reported, not gated)."""
         return min((o.argmax_agreement for o in self.outputs), default=1.0)
+
+    @property
+    def decisive_agreement(self) -> float | None:
+        """Agreement on decisive decisions of the worst output (gated); None if none is."""
+        rates = [o.decisive_agreement for o in self.outputs if o.decisive]
+        return min(rates) if rates else None
+
+    @property
+    def decisive(self) -> int:
+        return sum(o.decisive for o in self.outputs)
+
+    @property
+    def decisions(self) -> int:
+        return sum(o.decisions for o in self.outputs)
 
     @property
     def passed(self) -> bool:
@@ -65,19 +158,56 @@ class ValidationReport:
                     f"(tolerance {self.atol:g}; argmax agreement {o.argmax_agreement:.1%} on "
                     f"{self.num_examples} examples)"
                 )
-            if o.argmax_agreement < self.min_argmax_agreement:
+            rate = o.decisive_agreement
+            if rate is not None and rate < self.min_argmax_agreement:
                 return (
-                    f"output '{o.name}' argmax agrees with PyTorch on {o.argmax_agreement:.1%} "
-                    f"of {o.decisions} decisions (need {self.min_argmax_agreement:.1%}; max "
-                    f"|diff| {o.max_abs_diff:.4g})"
+                    f"output '{o.name}' argmax agrees with PyTorch on {rate:.1%} of "
+                    f"{o.decisive} decisions with a top-1 margin over {self.atol:g} (need "
+                    f"{self.min_argmax_agreement:.1%}; {o.argmax_agreement:.1%} of all "
+                    f"{o.decisions}; max |diff| {o.max_abs_diff:.4g})"
                 )
         return None
 
     def summary(self) -> str:
-        return (
+        head = (
             f"max |onnx - torch| {self.max_abs_diff:.4g} (tolerance {self.atol:g}), argmax "
-            f"agreement {self.argmax_agreement:.2%} on {self.num_examples} examples"
+            f"agreement {self.argmax_agreement:.2%} of {self.decisions} decisions"
         )
+        rate = self.decisive_agreement
+        if rate is None:
+            tail = (
+                f"; none has a top-1 margin over {self.atol:g}, so max |diff| alone decides "
+                f"({self.num_examples} examples)"
+            )
+        else:
+            tail = (
+                f", {rate:.2%} of {self.decisive} with a top-1 margin over {self.atol:g} "
+                f"(need {self.min_argmax_agreement:.0%}; {self.num_examples} examples)"
+            )
+        return head + tail
+
+    def to_dict(self) -> dict[str, Any]:
+        """Both agreement figures per output, for JSON manifests."""
+        return {
+            "passed": self.passed,
+            "atol": self.atol,
+            "min_argmax_agreement": self.min_argmax_agreement,
+            "num_examples": self.num_examples,
+            "max_abs_diff": self.max_abs_diff,
+            "argmax_agreement": self.argmax_agreement,
+            "decisive_agreement": self.decisive_agreement,
+            "outputs": [
+                {
+                    "name": o.name,
+                    "max_abs_diff": o.max_abs_diff,
+                    "decisions": o.decisions,
+                    "argmax_agreement": o.argmax_agreement,
+                    "decisive_decisions": o.decisive,
+                    "decisive_agreement": o.decisive_agreement,
+                }
+                for o in self.outputs
+            ],
+        }
 
 
 def ort_session(
@@ -133,9 +263,9 @@ def _torch_outputs(model, batch: Mapping[str, Any], names: Sequence[str]) -> lis
 
 
 def _compare(
-    ref: np.ndarray, got: np.ndarray, mask: np.ndarray, per_token: bool
-) -> tuple[float, int, int]:
-    """(max |diff|, argmax agreements, decisions) for one output of one batch."""
+    ref: np.ndarray, got: np.ndarray, mask: np.ndarray, per_token: bool, atol: float
+) -> tuple[float, ArgmaxCounts]:
+    """(max |diff|, argmax counts) for one output of one batch."""
     if ref.shape != got.shape:
         raise QtoolError(f"ONNX output shape {got.shape} != PyTorch shape {ref.shape}")
     got = got.astype(np.float32)
@@ -145,19 +275,16 @@ def _compare(
         diff = np.abs(ref - got)[valid]
         ref_m = np.where(valid, ref, -np.inf)
         got_m = np.where(valid, got, -np.inf)
-        agree = int((ref_m.argmax(-1) == got_m.argmax(-1)).sum())
-        return float(diff.max(initial=0.0)), agree, ref.shape[0]
+        return float(diff.max(initial=0.0)), argmax_counts(ref_m, got_m, atol)
     if ref.ndim == 3:
         # One prediction per token: compare real tokens only.
         valid = mask.astype(bool)
         diff = np.abs(ref - got)[valid]
-        agree = int((ref.argmax(-1) == got.argmax(-1))[valid].sum())
-        return float(diff.max(initial=0.0)), agree, int(valid.sum())
+        return float(diff.max(initial=0.0)), argmax_counts(ref, got, atol, valid)
     diff = np.abs(ref - got)
-    agree = int(
-        (ref.reshape(ref.shape[0], -1).argmax(-1) == got.reshape(got.shape[0], -1).argmax(-1)).sum()
-    )
-    return float(diff.max(initial=0.0)), agree, ref.shape[0]
+    rows = ref.shape[0]
+    counts = argmax_counts(ref.reshape(rows, -1), got.reshape(rows, -1), atol)
+    return float(diff.max(initial=0.0)), counts
 
 
 def validate_onnx(
@@ -185,7 +312,8 @@ def validate_onnx(
     was_training = torch_model.training
     torch_model.eval()
     report = ValidationReport(atol=atol, min_argmax_agreement=min_argmax_agreement)
-    totals = {n: [0.0, 0, 0] for n in names}
+    max_diff = dict.fromkeys(names, 0.0)
+    counts = {n: ArgmaxCounts() for n in names}
     try:
         for batch in sample_batches:
             feed = _feed(session, batch)
@@ -193,15 +321,14 @@ def validate_onnx(
             ref = _torch_outputs(torch_model, batch, names)
             mask = feed.get("attention_mask", np.ones_like(feed["input_ids"]))
             for name, r, g in zip(names, ref, got, strict=True):
-                diff, agree, decisions = _compare(r, g, mask, per_token[name])
-                t = totals[name]
-                t[0] = diff if not np.isfinite(diff) else max(t[0], diff)
-                t[1] += agree
-                t[2] += decisions
+                diff, batch_counts = _compare(r, g, mask, per_token[name], atol)
+                # np.max, not max(): a NaN in either must stick.
+                max_diff[name] = float(np.max([max_diff[name], diff]))
+                counts[name] += batch_counts
             report.num_examples += int(feed["input_ids"].shape[0])
     finally:
         torch_model.train(was_training)
-    report.outputs = [OutputComparison(n, *totals[n]) for n in names]
+    report.outputs = [OutputComparison(n, max_diff[n], counts[n]) for n in names]
     if raise_on_failure and not report.passed:
         raise QtoolError(f"ONNX validation failed: {report.failure()}")
     return report

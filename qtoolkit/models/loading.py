@@ -76,8 +76,15 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
 
     quiet_transformers()
     path = resolve_model_ref(cfg.path)
+    from qtoolkit.models.qdqbert import is_qdqbert_checkpoint, qdqbert_bert_config
+
+    qdqbert = is_qdqbert_checkpoint(path)
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        if qdqbert:
+            # Float BERT weights; the `_amax` buffers are unexpected keys and are not loaded.
+            config = qdqbert_bert_config(path)
+        else:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (ValueError, OSError) as exc:
         raise QtoolError(
             f"cannot read {path / 'config.json'}: {str(exc).splitlines()[0]}"
@@ -90,14 +97,14 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
     for key, value in cfg.config_overrides.items():
         setattr(config, key, value)
     head_cls = spec.head_class(cfg.task)
-    if cfg.task in ("sequence-classification", "token-classification") and cfg.num_labels:
-        # Unset in the recipe: the checkpoint's own head size (its config says 2 if it has none).
-        has_head = head_cls.__name__ in (getattr(config, "architectures", None) or [])
-        if has_head and not cfg.random_init and config.num_labels != cfg.num_labels:
-            raise QtoolError(
-                f"model.num_labels is {cfg.num_labels} but {path} has a {config.num_labels}-label "
-                "head: leave model.num_labels unset to use it"
-            )
+    # A checkpoint trained with this head (a fine-tuned one) keeps its label count and names
+    # unless num_labels is given explicitly (finetune sets it from the data); a different count
+    # re-initialises the head, which is reported in `newly_initialized`.
+    trained_head = not cfg.random_init and head_cls.__name__ in (config.architectures or [])
+    explicit = "num_labels" in cfg.model_fields_set
+    if cfg.task in ("sequence-classification", "token-classification") and (
+        explicit or not trained_head
+    ):
         config.num_labels = cfg.num_labels
 
     newly_initialized: list[str] = []
@@ -116,8 +123,12 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
             local_files_only=True,
             attn_implementation="eager",
             output_loading_info=True,
+            # A head of another shape (2 labels -> 1 score per choice) is re-initialised and
+            # reported like a missing one, instead of failing deep inside transformers.
+            ignore_mismatched_sizes=True,
         )
-        newly_initialized = sorted(info.get("missing_keys", []))
+        mismatched = [m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])]
+        newly_initialized = sorted({*info.get("missing_keys", []), *mismatched})
     model.eval()
 
     tok_path = resolve_model_ref(cfg.tokenizer) if cfg.tokenizer else path

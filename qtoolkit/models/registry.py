@@ -19,6 +19,8 @@ HEAD_SUFFIX = {
     "question-answering": "ForQuestionAnswering",
     "token-classification": "ForTokenClassification",
     "masked-lm": "ForMaskedLM",
+    "multiple-choice": "ForMultipleChoice",
+    "next-sentence-prediction": "ForNextSentencePrediction",  # BERT only
 }
 
 

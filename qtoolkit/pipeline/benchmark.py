@@ -80,10 +80,25 @@ def _feeds_maker(opened, recipe: Recipe) -> tuple[Callable, str]:
         raise QtoolError(
             f"bench.seq_lengths goes up to {limit} but the model takes at most {positions} tokens"
         )
+    if first.task_name == "multiple-choice":
+        return _choice_feeds_maker(first, recipe)
     texts, source = read_timing_texts(recipe, max(recipe.bench.batch_sizes))
     if texts:
         return (lambda b, s: text_feeds(first.tokenizer, texts, b, s)), source
     return (lambda b, s: synthetic_feeds(first.config.vocab_size, b, s, recipe.seed)), source
+
+
+def _choice_feeds_maker(first, recipe: Recipe) -> tuple[Callable, str]:
+    """[batch, choices, seq] timing inputs from the recipe's multiple-choice questions."""
+    from qtoolkit.bench.inputs import choice_feeds
+    from qtoolkit.tasks.multiple_choice import read_choices
+
+    path = recipe.data.calib_file or recipe.data.test_file
+    if path is None:
+        raise QtoolError("benchmarking multiple choice needs data.calib_file or data.test_file")
+    questions = read_choices(path, max(recipe.bench.batch_sizes))
+    feeds = lambda b, s: choice_feeds(first.tokenizer, questions, b, s)  # noqa: E731
+    return feeds, f"questions from {path}"
 
 
 def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]], dict]:

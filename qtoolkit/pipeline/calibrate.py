@@ -48,15 +48,14 @@ class CalibrateOutcome:
 
 
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
-    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import batch_forward_loop, quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
+    from qtoolkit.tasks.inputs import model_input_batches
 
     if recipe.data.calib_file is None:
         raise QtoolError("no calibration data: set data.calib_file or pass --calib-file")
     device = resolve_device(recipe.calib.device)
-    examples = read_data_examples(recipe.data.calib_file, recipe.data, recipe.calib.num_samples)
     model_cfg, notices = quant_source(recipe)
     loaded = load_model(model_cfg, seed=recipe.seed)
     if loaded.newly_initialized:
@@ -65,20 +64,22 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
             f"initialised randomly (a fresh {recipe.model.task} head): "
             + ", ".join(loaded.newly_initialized[:4])
         )
-    if len(examples) < recipe.calib.num_samples:
+    batches, num_examples = model_input_batches(
+        recipe.model.task,
+        loaded.tokenizer,
+        recipe.data.calib_file,
+        recipe.data,
+        recipe.calib.num_samples,
+        recipe.calib.batch_size,
+        recipe.data.pad_to_max_length,
+    )
+    if num_examples < recipe.calib.num_samples:
         notices.append(
-            f"{recipe.data.calib_file} has {len(examples)} examples; "
+            f"{recipe.data.calib_file} has {num_examples} examples; "
             f"calib.num_samples asked for {recipe.calib.num_samples}"
         )
     model = loaded.model.to(device)
     report = insert_quantizers(model, recipe.quant)
-    batches = tokenize_batches(
-        loaded.tokenizer,
-        examples,
-        recipe.calib.batch_size,
-        recipe.data.max_length,
-        recipe.data.pad_to_max_length,
-    )
     start = time.perf_counter()
     result = calibrate(model, batch_forward_loop(batches, device), recipe.calib)
     seconds = time.perf_counter() - start
@@ -94,7 +95,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
             "calib": recipe.calib.model_dump(mode="json", exclude={"output_dir"}),
             "calib_file": str(recipe.data.calib_file),
             "max_length": recipe.data.max_length,
-            "num_samples": len(examples),
+            "num_samples": num_examples,
             "calib_seconds": round(seconds, 3),
             "device": device,
             "unused_quantizers": result.unused,
@@ -102,7 +103,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     )
     return CalibrateOutcome(
         output_dir=out_dir,
-        num_samples=len(examples),
+        num_samples=num_examples,
         seconds=seconds,
         counts=report.counts(),
         records=amax_records(model),

@@ -27,10 +27,10 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     """Export `checkpoint` to `out_path`; the sample batches are data.calib_file's sentences
     tokenized with the checkpoint's own tokenizer."""
     from qtoolkit.artifacts import record_files
-    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.export import export_onnx
     from qtoolkit.quant import load_quantized
     from qtoolkit.quant.checkpoint import read_manifest
+    from qtoolkit.tasks.inputs import model_input_batches
 
     read_manifest(checkpoint)  # a wrong checkpoint path is reported before anything else
     data_file = recipe.data.calib_file
@@ -41,11 +41,13 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     # or an export folder, and must hold no input.
     check_output_dir(folder, Kind.ONNX, inputs=(checkpoint, data_file))
     ckpt = load_quantized(checkpoint)
-    examples = read_data_examples(data_file, recipe.data, recipe.export.num_samples)
-    batches = tokenize_batches(ckpt.tokenizer, examples, 16, recipe.data.max_length)
+    batches, _ = model_input_batches(
+        ckpt.manifest["task"], ckpt.tokenizer, data_file, recipe.data, recipe.export.num_samples, 16
+    )
     result = export_onnx(ckpt, out_path, recipe.export, batches)
     ckpt.model.config.save_pretrained(folder)
     ckpt.tokenizer.save_pretrained(folder)
+    fp32 = result.fp32_validation
     write_manifest(
         folder,
         Kind.ONNX,
@@ -54,6 +56,9 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
         source_checkpoint=str(checkpoint),
         onnx=Path(out_path).name,
         validation=result.validation.summary(),
+        # Both agreement figures (raw, and on decisions with a margin over atol) per output.
+        validation_report=result.validation.to_dict(),
+        **({"fp32_validation_report": fp32.to_dict()} if fp32 is not None else {}),
         tensorrt_violations=[str(v) for v in result.violations],
     )
     record_files(folder)

@@ -46,7 +46,6 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     import torch
 
     from qtoolkit.bench.machine import machine_info
-    from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import (
@@ -64,6 +63,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         load_amax,
         release_statistics,
     )
+    from qtoolkit.tasks.inputs import model_input_batches
 
     if not methods:
         raise QtoolError(f"no calibration methods given: use {', '.join(CALIB_METHODS)}")
@@ -90,9 +90,13 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     test = split_evaluator(
         recipe, task, loaded.tokenizer, data_cfg.test_file, model.config, device=device
     )
-    calib_ex = read_data_examples(data_cfg.calib_file, data_cfg, recipe.calib.num_samples)
-    batches = tokenize_batches(
-        loaded.tokenizer, calib_ex, recipe.calib.batch_size, data_cfg.max_length
+    batches, num_calib = model_input_batches(
+        model_cfg.task,
+        loaded.tokenizer,
+        data_cfg.calib_file,
+        data_cfg,
+        recipe.calib.num_samples,
+        recipe.calib.batch_size,
     )
     metric = task.primary_metric
     fp32 = _Scored.of(model, "fp32", dev, test)
@@ -151,7 +155,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             "source_model": model_cfg.path,
             "calib": best_cfg.model_dump(mode="json", exclude={"output_dir"}),
             "calib_file": str(data_cfg.calib_file),
-            "num_samples": len(calib_ex),
+            "num_samples": num_calib,
             "selected_by": f"ptq sweep: {selected_by}",
         },
     )
@@ -167,7 +171,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         "num_dev": None if dev is None else dev.num_examples,
         "test_file": str(data_cfg.test_file),
         "num_test": test.num_examples,
-        "num_calib": len(calib_ex),
+        "num_calib": num_calib,
         "quant": recipe.quant.model_dump(mode="json"),
         "primary_metric": metric,
         "best_method": best["method"] if best else None,

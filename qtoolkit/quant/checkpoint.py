@@ -16,7 +16,6 @@ the buffers first is what keeps pytorch-quantization's state-dict hook off its C
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +34,23 @@ from qtoolkit.artifacts import (
 from qtoolkit.artifacts import read_manifest as read_artifact_manifest
 from qtoolkit.errors import QtoolError
 from qtoolkit.fsutil import write_json
-from qtoolkit.models.registry import HEAD_SUFFIX, ArchSpec, spec_for_config
+from qtoolkit.models.registry import HEAD_SUFFIX, spec_for_config
 from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
+from qtoolkit.quant.quantized import QuantizedCheckpoint, prepare_amax_buffers
 from qtoolkit.quant.report import amax_markdown, amax_records
 from qtoolkit.recipe import QuantConfig
 
-__all__ = ["QuantizedCheckpoint", "save_quantized", "load_quantized", "task_of", "FORMAT_VERSION"]
+__all__ = [
+    "FORMAT_VERSION",
+    "QuantizedCheckpoint",
+    "load_quantized",
+    "prepare_amax_buffers",
+    "read_manifest",
+    "save_quantized",
+    "task_of",
+]
 
 FORMAT_VERSION = 1
-
-
-@dataclass
-class QuantizedCheckpoint:
-    model: nn.Module
-    tokenizer: Any
-    spec: ArchSpec
-    manifest: dict[str, Any]
 
 
 def task_of(model: nn.Module) -> str:
@@ -101,20 +101,18 @@ def save_quantized(
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of a quantized checkpoint; one line if `path` is not one."""
+    """The manifest of a quantized checkpoint; one line if `path` is not one. A QDQBERT folder
+    (transformers' removed QDQBERT format) gets a manifest made from its config."""
+    from qtoolkit.models.qdqbert import is_qdqbert_checkpoint, qdqbert_manifest
+
+    if Path(path).is_dir() and is_qdqbert_checkpoint(path):
+        return qdqbert_manifest(path)
     manifest = read_artifact_manifest(path, Kind.QUANTIZED)
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise QtoolError(
             f"{path} was written by a newer qtoolkit (format {manifest['format_version']})"
         )
     return manifest
-
-
-def _prepare_amax_buffers(model: nn.Module, shapes: dict[str, torch.Size]) -> None:
-    for name, quantizer in iter_quantizers(model):
-        key = f"{name}._amax"
-        if key in shapes and not hasattr(quantizer, "_amax"):
-            quantizer.register_buffer("_amax", torch.empty(shapes[key]))
 
 
 def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint:
@@ -128,6 +126,10 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
     quiet_transformers()
     path = Path(path)
     manifest = read_manifest(path)
+    if manifest.get("source_format") == "qdqbert":
+        from qtoolkit.quant.qdqbert_import import load_qdqbert_checkpoint
+
+        return load_qdqbert_checkpoint(path, device)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     spec = spec_for_config(config)
     model = spec.head_class(manifest["task"])._from_config(config, attn_implementation="eager")
@@ -136,7 +138,7 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
     weights = path / WEIGHTS
     with safe_open(str(weights), framework="pt") as f:
         shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("._amax")}  # noqa: SIM118
-    _prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
+    prepare_amax_buffers(model, {k: torch.Size(v) for k, v in shapes.items()})
     missing, unexpected = load_model(model, str(weights), strict=False)
     # Tied weights are stored once; anything else missing means a mismatched checkpoint.
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})

@@ -97,7 +97,10 @@ def open_target(target: str | Path, recipe, device: str = "cpu", threads=None) -
         raise QtoolError(
             "evaluating TensorRT engines needs a GPU and TensorRT (use the Docker image)"
         )
-    if what == "quantized-checkpoint":
+    from qtoolkit.models.qdqbert import is_qdqbert_checkpoint
+
+    if what == "quantized-checkpoint" or (path.is_dir() and is_qdqbert_checkpoint(path)):
+        # A QDQBERT folder runs with its own amax.
         from qtoolkit.quant import load_quantized
         from qtoolkit.runtime.torch_runner import TorchRunner
         from qtoolkit.tasks import get_task

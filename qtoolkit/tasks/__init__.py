@@ -9,7 +9,12 @@ __all__ = ["TaskData", "get_task", "split_rows"]
 
 
 def get_task(name: str, **options):
-    from qtoolkit.tasks.classification import SequenceClassificationTask
+    from qtoolkit.tasks.classification import (
+        NextSentencePredictionTask,
+        SequenceClassificationTask,
+    )
+    from qtoolkit.tasks.masked_lm import MaskedLMTask
+    from qtoolkit.tasks.multiple_choice import MultipleChoiceTask
     from qtoolkit.tasks.question_answering import QuestionAnsweringTask
     from qtoolkit.tasks.token_classification import TokenClassificationTask
 
@@ -17,6 +22,9 @@ def get_task(name: str, **options):
         "sequence-classification": SequenceClassificationTask,
         "question-answering": QuestionAnsweringTask,
         "token-classification": TokenClassificationTask,
+        "multiple-choice": MultipleChoiceTask,
+        "masked-lm": MaskedLMTask,
+        "next-sentence-prediction": NextSentencePredictionTask,
     }
     if name not in tasks:
         raise QtoolError(

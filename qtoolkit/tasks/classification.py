@@ -13,7 +13,7 @@ from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
 from qtoolkit.tasks.metrics import classification_metrics
 
-__all__ = ["SequenceClassificationTask"]
+__all__ = ["NextSentencePredictionTask", "SequenceClassificationTask"]
 
 
 class SequenceClassificationTask:
@@ -61,6 +61,25 @@ class SequenceClassificationTask:
         """1.0 where the prediction is the gold label: accuracy is their mean, so a paired
         bootstrap over them gives the interval of an accuracy difference."""
         return [float(p == y) for p, y in zip(predictions, data.labels, strict=True)]
+
+
+class NextSentencePredictionTask(SequenceClassificationTask):
+    """BERT's pre-training pair task: label 0 when `text_b` continues `text`, 1 when it is a
+    random sentence; the head (`BertForNextSentencePrediction`) always has these two outputs."""
+
+    name = "next-sentence-prediction"
+
+    def read(self, path: str | Path, data_cfg, limit: int | None = None) -> list[TextExample]:
+        examples = super().read(path, data_cfg, limit)
+        if any(e.text_pair is None for e in examples):
+            raise QtoolError(f"{path}: next-sentence prediction needs sentence pairs (text_b)")
+        if any(str(e.label) not in ("0", "1") for e in examples):
+            raise QtoolError(f"{path}: next-sentence labels are 0 (continues) or 1 (random)")
+        return examples
+
+    @staticmethod
+    def label_map(examples: list[TextExample]) -> dict[Any, int]:
+        return {e.label: int(e.label) for e in examples}
 
 
 def _collate(labels: list[int], batch: dict) -> None:

@@ -20,12 +20,13 @@ def evaluate_runner(runner, task, data, batch_size: int, description: str = "eva
     from qtoolkit.tasks.base import split_rows
     from qtoolkit.ui import track
 
-    outputs = [
-        runner(batch)
-        for batch in track(
-            data.batches(batch_size), description, total=data.num_batches(batch_size)
-        )
-    ]
+    # Data may shrink each batch's outputs to what its metrics need (masked LM: vocab logits).
+    reduce = getattr(data, "reduce_outputs", None)
+    total = getattr(data, "num_eval_batches", data.num_batches)(batch_size)
+    outputs = []
+    for i, batch in enumerate(track(data.batches(batch_size), description, total=total)):
+        out = runner(batch)
+        outputs.append(reduce(out, i, batch_size) if reduce else out)
     return task.evaluate(data, split_rows(outputs, data.lengths))
 
 

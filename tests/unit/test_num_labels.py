@@ -26,13 +26,13 @@ def test_head_size_is_read_from_the_checkpoint(three_label_dir):
     assert not loaded.newly_initialized  # the trained 3-way head was loaded, not replaced
 
 
-def test_a_num_labels_against_the_checkpoint_head_is_one_line(three_label_dir):
-    from qtoolkit.errors import QtoolError
-
-    with pytest.raises(QtoolError, match="model.num_labels is 5 but .* has a 3-label head"):
-        load_model(ModelConfig(path=str(three_label_dir), num_labels=5))
+def test_an_explicit_num_labels_reinitialises_the_head_visibly(three_label_dir):
+    # main's rule (issue 17): an explicit, different count re-initialises the head and says so.
+    other = load_model(ModelConfig(path=str(three_label_dir), num_labels=5))
+    assert other.model.classifier.out_features == 5
+    assert any("classifier" in k for k in other.newly_initialized)
     same = load_model(ModelConfig(path=str(three_label_dir), num_labels=3))
-    assert same.model.classifier.out_features == 3
+    assert same.model.classifier.out_features == 3 and not same.newly_initialized
 
 
 def test_bare_encoder_gets_two_labels(tmp_path):

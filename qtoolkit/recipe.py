@@ -283,6 +283,7 @@ class BenchConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="For PyTorch backends.")
     accuracy: bool = Field(True, description="Also evaluate each backend on data.test_file.")
+    fused_fp32: bool = Field(True, description="Also time ort-fp32 fused by ORT's optimizer.")
     accuracy_limit: int | None = Field(
         None, ge=1, description="Evaluate accuracy on the first N test examples only."
     )

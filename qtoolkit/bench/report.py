@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from qtoolkit.bench.stats import P99_MIN_ITERATIONS
+
 __all__ = [
     "PLOT_FILE",
     "RESULTS_JSON",
@@ -23,26 +25,41 @@ PLOT_FILE = "accuracy_latency.png"
 _PRECISION_RANK = {"fp32": 0, "fp16": 1}
 
 
-def family_baselines(targets: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """family -> the target its members are compared with: its first fp32 member (else fp16).
-    A family with no float member (e.g. only an INT8 engine) has no baseline."""
-    baselines: dict[str, tuple[int, str]] = {}
+def family_baselines(targets: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """family -> the candidates its members are compared with: its fp32 members (else its fp16
+    ones), e.g. the raw fp32 graph and the same graph fused by ONNX Runtime's optimizer. A
+    family with no float member (e.g. only an INT8 engine) has no baseline."""
+    best_rank: dict[str, int] = {}
     for t in targets:
         rank = _PRECISION_RANK.get(t["precision"])
-        if rank is not None and rank < baselines.get(t["family"], (99, ""))[0]:
-            baselines[t["family"]] = (rank, t["name"])
-    return {family: name for family, (_, name) in baselines.items()}
+        if rank is not None and rank < best_rank.get(t["family"], 99):
+            best_rank[t["family"]] = rank
+    out: dict[str, list[str]] = {}
+    for t in targets:
+        if _PRECISION_RANK.get(t["precision"], 98) == best_rank.get(t["family"]):
+            out.setdefault(t["family"], []).append(t["name"])
+    return out
 
 
 def add_speedups(
-    rows: list[dict[str, Any]], family_of: Mapping[str, str], baselines: Mapping[str, str]
+    rows: list[dict[str, Any]],
+    family_of: Mapping[str, str],
+    baselines: Mapping[str, Sequence[str] | str],
 ) -> None:
-    """Set `speedup` (baseline p50 / p50 at the same shape) and `baseline` on every timed row."""
+    """Set `speedup` (baseline p50 / p50 at the same shape) and `baseline` on every timed row.
+    The baseline at each shape is the fastest (lowest p50) of the family's candidates, so a
+    speed-up is never measured against a float graph slower than one we had."""
     p50 = {(r["backend"], r["batch"], r["seq"]): r["p50_ms"] for r in rows if "p50_ms" in r}
     for row in rows:
-        base = baselines.get(family_of.get(row["backend"], ""))
-        base_p50 = p50.get((base, row["batch"], row["seq"]))
-        if "p50_ms" in row and base_p50 and row["p50_ms"] > 0:
+        cands = baselines.get(family_of.get(row["backend"], ""), [])
+        cands = [cands] if isinstance(cands, str) else cands
+        timed = [
+            (p50[(c, row["batch"], row["seq"])], c)
+            for c in cands
+            if (c, row["batch"], row["seq"]) in p50
+        ]
+        if "p50_ms" in row and timed and row["p50_ms"] > 0:
+            base_p50, base = min(timed)
             row["speedup"] = round(base_p50 / row["p50_ms"], 3)
             row["baseline"] = base
 
@@ -53,6 +70,36 @@ def _accuracy_cell(acc: Mapping[str, Any] | None, metric: str) -> str:
     if "error" in acc:
         return "error"
     return f"{acc['metrics'][metric]:.4f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _accuracy_table(results: Mapping[str, Any], metric: str) -> list[str]:
+    """Each backend's metric, its difference from the float reference and its agreement with
+    it, with paired bootstrap 95% intervals ('tie' when the interval contains 0)."""
+    from qtoolkit.tasks.compare import agreement_cell, delta_cell
+
+    accuracy = {n: a for n, a in results.get("accuracy", {}).items() if "metrics" in a}
+    if not accuracy:
+        return []
+    ref = next((a.get("agreement_with") for a in accuracy.values()), None)
+    lines = [
+        "",
+        f"| backend | {metric} | Δ vs {ref} (points, 95% CI) | agreement with {ref} (95% CI) |",
+        "|---|---:|---|---|",
+    ]
+    for name, acc in accuracy.items():
+        same = name == ref
+        cells = [
+            name,
+            f"{acc['metrics'][metric]:.4f}",
+            "" if same else delta_cell(acc),
+            "" if same else agreement_cell(acc),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:
@@ -74,24 +121,37 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         cells = [
             r["backend"],
             f"{r['batch']}x{r['seq']}",
-            *(f"{r[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")),
+            *(_ms(r.get(k)) for k in ("p50_ms", "p90_ms", "p99_ms")),
             f"{r['throughput']:.1f}",
             speedup,
             _accuracy_cell(accuracy.get(r["backend"]), metric),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    baselines = ", ".join(f"{f}: {n}" for f, n in results.get("baselines", {}).items())
+    baselines = ", ".join(
+        f"{f}: {' or '.join([n] if isinstance(n, str) else n)}"
+        for f, n in results.get("baselines", {}).items()
+    )
     s = results["settings"]
     lines += [
         "",
-        f"Speed-up: p50 of the same runtime family's float baseline / p50 ({baselines or 'none'}).",
+        "Speed-up: p50 of the same runtime family's float baseline / p50; with several "
+        f"candidates, the fastest at each shape ({baselines or 'none'}).",
         f"Timing: {s['warmup']} warm-up and {s['iterations']} timed iterations per backend and "
         f"shape, interleaved; threads {s['threads'] or 'default'}; inputs: {results['inputs']}.",
     ]
+    if s["iterations"] < P99_MIN_ITERATIONS:
+        lines.append(
+            f"p99 not shown: {s['iterations']} timed iterations (< {P99_MIN_ITERATIONS}), where "
+            "the 99th percentile is the slowest run."
+        )
+    machine = results.get("machine") or {}
+    if machine.get("cpu"):
+        lines.append(f"Machine: {machine['cpu']}, {machine.get('cores')} cores.")
     if results.get("accuracy_data"):
         lines.append(
             f"{metric}: {results['accuracy_examples']} examples of {results['accuracy_data']}."
         )
+    lines += _accuracy_table(results, metric)
     errors = [f"- {n}: {a['error']}" for n, a in accuracy.items() if "error" in a]
     skipped = [
         f"- {s['name']}"

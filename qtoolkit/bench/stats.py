@@ -7,7 +7,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["LatencyStats", "percentile", "summarize"]
+__all__ = ["P99_MIN_ITERATIONS", "LatencyStats", "percentile", "summarize"]
+
+# Below this many timed iterations the 99th percentile is (close to) the maximum, a single
+# outlier, so it is not reported.
+P99_MIN_ITERATIONS = 100
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -31,7 +35,7 @@ class LatencyStats:
     iterations: int
     p50_ms: float
     p90_ms: float
-    p99_ms: float
+    p99_ms: float | None  # None below P99_MIN_ITERATIONS timed iterations
     mean_ms: float
     min_ms: float
     max_ms: float
@@ -51,7 +55,7 @@ def summarize(latencies_ms: Sequence[float], batch_size: int) -> LatencyStats:
         iterations=len(latencies_ms),
         p50_ms=percentile(latencies_ms, 50),
         p90_ms=percentile(latencies_ms, 90),
-        p99_ms=percentile(latencies_ms, 99),
+        p99_ms=(percentile(latencies_ms, 99) if len(latencies_ms) >= P99_MIN_ITERATIONS else None),
         mean_ms=total_ms / len(latencies_ms),
         min_ms=min(latencies_ms),
         max_ms=max(latencies_ms),

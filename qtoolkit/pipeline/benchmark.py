@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class BenchOutcome:
     rows: list[dict[str, Any]]  # one per target x shape: timings, or "skipped" with the reason
     accuracy: dict[str, dict[str, Any]]  # name -> {metrics, agreement, seconds} or {error}
     skipped: list[dict[str, str]]  # targets not run at all: name, backend, reason
-    baselines: dict[str, str]  # runtime family -> the target speed-ups are relative to
+    baselines: dict[str, list[str]]  # runtime family -> float candidates (fastest per shape)
     primary_metric: str | None
     results_md: Path
     plot: Path | None
@@ -103,7 +104,8 @@ def _choice_feeds_maker(first, recipe: Recipe) -> tuple[Callable, str]:
 
 def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]], dict]:
     from qtoolkit.pipeline.common import split_evaluator, stage_task
-    from qtoolkit.tasks.evaluation import agreement, evaluate_runner
+    from qtoolkit.tasks.compare import compare_predictions
+    from qtoolkit.tasks.evaluation import evaluate_runner
 
     first, data_cfg = opened[0], recipe.data
     task = stage_task(recipe, first.task_name)
@@ -131,8 +133,16 @@ def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]
         advance(f"{task.primary_metric} {name}")
     floats = [o.target.name for o in opened if o.target.backend.precision == "fp32"]
     reference = next((n for n in floats + list(predictions) if n in predictions), None)
+    metric = task.primary_metric
     for name, preds in predictions.items():
-        results[name]["agreement"] = agreement(preds, predictions[reference])
+        ref = results[reference]["metrics"][metric]
+        # Δ and agreement against the float reference, with paired bootstrap intervals.
+        compared = compare_predictions(
+            task, data, preds, predictions[reference], results[name]["metrics"][metric] - ref
+        )
+        if name == reference:
+            compared.update(delta_points=None, delta=None, tie=None)
+        results[name].update(compared)
         results[name]["agreement_with"] = reference
     info = {
         "primary_metric": task.primary_metric,
@@ -140,6 +150,47 @@ def _accuracy(opened, recipe: Recipe, advance) -> tuple[dict[str, dict[str, Any]
         "accuracy_examples": evaluator.num_examples,
     }
     return results, info
+
+
+def _fused_targets(targets, folder: Path) -> tuple[list[tuple[BenchTarget, BenchTarget]], list]:
+    """For every ort-fp32 target whose file exists, the same graph fused by ORT's transformer
+    optimizer, as a second float candidate (`<name>-fused`)."""
+    from qtoolkit.bench.fused import FUSED_SUFFIX, fused_copy
+
+    extra, notes = [], []
+    for t in targets:
+        if t.backend.name != "ort-fp32" or t.path is None or not Path(t.path).is_file():
+            continue
+        name = f"{t.name}{FUSED_SUFFIX}"
+        try:
+            path = fused_copy(Path(t.path), folder / name)
+        except QtoolError as exc:
+            notes.append(f"{name} not timed: {exc}")
+            continue
+        extra.append((BenchTarget(name, t.backend, path, explicit=True), t))
+    return extra, notes
+
+
+def _measure(targets, recipe: Recipe, device: str, shapes, steps, total, do_accuracy, notices):
+    """Open every target, time the grid interleaved, then score accuracy."""
+    from qtoolkit.bench.latency import intra_op_threads, run_grid
+    from qtoolkit.ui import progress_bar
+
+    cfg = recipe.bench
+    with progress_bar("benchmark", total) as advance:
+        opened, skipped = _open_all(targets, recipe, device, advance, steps)
+        notices += [f"{s['name']} skipped: {s['reason']}" for s in skipped]
+        if not opened:
+            raise QtoolError("nothing could be benchmarked: " + "; ".join(notices))
+        tasks = {o.task_name for o in opened}
+        if len(tasks) > 1:
+            raise QtoolError(f"benchmark targets are models of different tasks: {sorted(tasks)}")
+        make_feeds, source = _feeds_maker(opened, recipe)
+        timers = {o.target.name: o.timer for o in opened}
+        with intra_op_threads(cfg.threads):
+            grid = run_grid(timers, shapes, make_feeds, cfg.warmup, cfg.iterations, advance)
+            accuracy, info = _accuracy(opened, recipe, advance) if do_accuracy else ({}, {})
+    return opened, skipped, grid, accuracy, info, source
 
 
 def _machine(device: str) -> dict[str, Any]:
@@ -166,12 +217,12 @@ def run_benchmark(
 ) -> BenchOutcome:
     """Benchmark `targets` (default: `resolve_targets(recipe)`, i.e. bench.backends on the
     recipe's stage outputs plus bench.targets); strings are `NAME=PATH` (see parse_target)."""
-    from qtoolkit.bench.latency import intra_op_threads, rounds_for, run_grid
+    from qtoolkit.bench.latency import rounds_for
+    from qtoolkit.bench.machine import machine_info
     from qtoolkit.bench.plot import plot_accuracy_latency
     from qtoolkit.bench.report import RESULTS_MD, add_speedups, family_baselines, write_results
     from qtoolkit.bench.targets import parse_target, resolve_targets
     from qtoolkit.pipeline.common import resolve_device
-    from qtoolkit.ui import progress_bar
 
     start = time.perf_counter()
     cfg = recipe.bench
@@ -193,19 +244,15 @@ def run_benchmark(
     steps = 2 if do_accuracy else 1
     total = len(targets) * steps + len(shapes) * rounds_for(cfg.iterations)
     notices: list[str] = []
-    with progress_bar("benchmark", total) as advance:
-        opened, skipped = _open_all(targets, recipe, device, advance, steps)
-        notices += [f"{s['name']} skipped: {s['reason']}" for s in skipped]
-        if not opened:
-            raise QtoolError("nothing could be benchmarked: " + "; ".join(notices))
-        tasks = {o.task_name for o in opened}
-        if len(tasks) > 1:
-            raise QtoolError(f"benchmark targets are models of different tasks: {sorted(tasks)}")
-        make_feeds, source = _feeds_maker(opened, recipe)
-        timers = {o.target.name: o.timer for o in opened}
-        with intra_op_threads(cfg.threads):
-            grid = run_grid(timers, shapes, make_feeds, cfg.warmup, cfg.iterations, advance)
-            accuracy, info = _accuracy(opened, recipe, advance) if do_accuracy else ({}, {})
+    with tempfile.TemporaryDirectory(prefix="qtool-fused-") as fused_dir:
+        fused, fuse_notes = _fused_targets(targets, Path(fused_dir)) if cfg.fused_fp32 else ([], [])
+        notices += fuse_notes
+        fused_from = {f.name: str(t.path) for f, t in fused}
+        targets = [*targets, *(f for f, _ in fused)]
+        total += len(fused) * steps
+        opened, skipped, grid, accuracy, info, source = _measure(
+            targets, recipe, device, shapes, steps, total, do_accuracy, notices
+        )
     if not do_accuracy:
         notices.append("accuracy not measured: " + ("no data.test_file" if cfg.accuracy else "off"))
     rows = [r.to_dict() for r in grid]
@@ -224,6 +271,11 @@ def run_benchmark(
             "family": o.family,
             "device": o.device,
             "path": str(o.target.path),
+            **(
+                {"path": f"{fused_from[o.target.name]} fused at run time", "fused": True}
+                if o.target.name in fused_from
+                else {}
+            ),
         }
         for o in opened
     ]
@@ -234,7 +286,7 @@ def run_benchmark(
         "format": RESULTS_FORMAT,
         "recipe": recipe.name,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(device),
+        "machine": {**machine_info(cfg.threads), **_machine(device)},
         "settings": cfg.model_dump(mode="json", exclude={"output_dir", "targets"}),
         "inputs": source,
         "targets": described,

@@ -81,7 +81,7 @@ STAGE_DEPS = {
         f"seed model quant calib data.calib_file {_TEXT}", "calibrated", "finetune"
     ),
     "ptq-sweep": StageDeps(
-        f"seed model quant calib data.calib_file data.test_file {_TEXT}",
+        f"seed model quant calib data.calib_file data.eval_file data.test_file {_TEXT}",
         "calibrated ptq_sweep",
         "finetune",
     ),

@@ -1,4 +1,5 @@
-"""PTQ sweep: every calibration method on one model, evaluated against fp32 on the test split.
+"""PTQ sweep: every calibration method on one model, chosen on the dev split and reported
+against fp32 on the test split, with paired bootstrap intervals.
 
 Histogram statistics are collected once and every histogram method (percentile, mse, entropy)
 is derived from them; max needs its own pass. The best method's checkpoint is saved as the
@@ -27,6 +28,7 @@ class SweepOutcome:
     report_dir: Path
     primary_metric: str
     notices: list[str] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> Any:
         """What `qtool ptq-sweep` prints: the results table and where the best model went."""
@@ -34,13 +36,17 @@ class SweepOutcome:
         from rich.markdown import Markdown
 
         return Group(
-            Markdown(sweep_markdown(self.rows, self.primary_metric)),
-            f"best: {self.best_method}; saved {self.calibrated_dir}; "
+            Markdown(sweep_markdown(self.rows, self.primary_metric, self.result)),
+            f"saved {self.best_method} ({self.result.get('selection', '')}): "
+            f"{self.calibrated_dir}; "
             f"table {self.report_dir / 'results.md'}",
         )
 
 
 def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
+    import torch
+
+    from qtoolkit.bench.machine import machine_info
     from qtoolkit.fsutil import write_json
     from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import (
@@ -58,7 +64,6 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         load_amax,
         release_statistics,
     )
-    from qtoolkit.tasks.evaluation import agreement
     from qtoolkit.tasks.inputs import model_input_batches
 
     if not methods:
@@ -82,6 +87,13 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
         )
     model = loaded.model.to(device)
+    # The method is chosen on the dev split and every method is reported on the test split,
+    # so the reported figures are not the ones the choice was made on.
+    dev = None
+    if data_cfg.eval_file is not None:
+        dev = split_evaluator(
+            recipe, task, loaded.tokenizer, data_cfg.eval_file, model.config, device=device
+        )
     test = split_evaluator(
         recipe, task, loaded.tokenizer, data_cfg.test_file, model.config, device=device
     )
@@ -93,14 +105,9 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         recipe.calib.num_samples,
         recipe.calib.batch_size,
     )
-
-    def run_eval(description: str):
-        return test.run(model, description)
-
-    fp32_metrics, fp32_preds, fp32_s = run_eval("fp32")
-    rows: list[dict[str, Any]] = [
-        {"method": "fp32", **fp32_metrics, "agreement": 1.0, "calib_s": 0.0, "eval_s": fp32_s}
-    ]
+    metric = task.primary_metric
+    fp32 = _Scored.of(model, "fp32", dev, test)
+    rows: list[dict[str, Any]] = [fp32.row("fp32", None, 0.0, None)]
     insert_quantizers(model, recipe.quant)
     weights_s = time.perf_counter()
     calibrate_weights(model)
@@ -119,24 +126,27 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             )
             collected = kind
         amax_s = load_amax(model, cfg).seconds
-        metrics, preds, eval_s = run_eval(spec.label(cfg))
-        rows.append(
-            {
-                "method": spec.label(cfg),
-                "key": method,
-                **metrics,
-                "agreement": agreement(preds, fp32_preds),
-                "calib_s": weights_s + collect_s + amax_s,
-                "eval_s": eval_s,
-            }
+        scored = _Scored.of(model, spec.label(cfg), dev, test)
+        rows.append(scored.row(spec.label(cfg), method, weights_s + collect_s + amax_s, fp32))
+    if dev is not None:
+        best = max(rows[1:], key=lambda r: (r["dev"][metric], r["dev_agreement"]))
+        selected_by = (
+            f"best {metric} on {data_cfg.eval_file} (dev); reported on {data_cfg.test_file}"
         )
-    metric = task.primary_metric
-    best = max(rows[1:], key=lambda r: (r[metric], r["agreement"]))
-    for row in rows[1:]:
-        row["delta_points"] = 100.0 * (row[metric] - fp32_metrics[metric])
-    # Re-derive the best method's amax and save that model.
-    best_cfg = recipe.calib.model_copy(update={"method": best["key"]})
-    if get_calibrator(best["key"]).statistics != collected:
+        saved_key = best["key"]
+    else:
+        best = None
+        saved_key = recipe.calib.method
+        selected_by = f"nothing selected (no data.eval_file): saved calib.method {saved_key}"
+        notices.append(
+            "no data.eval_file: the sweep selects nothing (choosing on the test split would "
+            f"report the figure it chose on); the saved model uses calib.method {saved_key}"
+        )
+    for row in rows:
+        row["selected"] = best is not None and row is best
+    # Re-derive the saved method's amax and save that model.
+    best_cfg = recipe.calib.model_copy(update={"method": saved_key})
+    if get_calibrator(saved_key).statistics != collected:
         release_statistics(model)
         collect_statistics(model, batch_forward_loop(batches, device, "collect (best)"), best_cfg)
     load_amax(model, best_cfg)
@@ -153,47 +163,121 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
             "calib": best_cfg.model_dump(mode="json", exclude={"output_dir"}),
             "calib_file": str(data_cfg.calib_file),
             "num_samples": num_calib,
-            "selected_by": f"ptq sweep on {data_cfg.test_file} ({metric})",
+            "selected_by": f"ptq sweep: {selected_by}",
         },
     )
+    saved_label = best["method"] if best else get_calibrator(saved_key).label(best_cfg)
     result = {
+        "format": 2,
         "model": model_cfg.path,
         "task": model_cfg.task,
+        "selected_on": None if dev is None else str(data_cfg.eval_file),
+        "reported_on": str(data_cfg.test_file),
+        "selection": selected_by,
+        "num_dev": None if dev is None else dev.num_examples,
         "test_file": str(data_cfg.test_file),
         "num_test": test.num_examples,
         "num_calib": num_calib,
         "quant": recipe.quant.model_dump(mode="json"),
         "primary_metric": metric,
-        "best_method": best["method"],
+        "best_method": best["method"] if best else None,
+        "saved_method": saved_label,
+        "interval": "paired bootstrap over test examples, 2000 resamples, 95%",
+        "machine": machine_info(torch.get_num_threads()),
         "rows": rows,
     }
     write_json(report_dir / "results.json", result)
-    report_dir.joinpath("results.md").write_text(sweep_markdown(rows, metric))
-    return SweepOutcome(rows, best["method"], calibrated_dir, report_dir, metric, notices)
+    report_dir.joinpath("results.md").write_text(sweep_markdown(rows, metric, result))
+    return SweepOutcome(rows, saved_label, calibrated_dir, report_dir, metric, notices, result)
 
 
-def sweep_markdown(rows: list[dict[str, Any]], metric: str) -> str:
+@dataclass
+class _Scored:
+    """One model state scored on dev (optional) and test, predictions kept for comparisons."""
+
+    dev_metrics: dict[str, float] | None
+    dev_preds: Any
+    test_metrics: dict[str, float]
+    test_preds: Any
+    eval_s: float
+    dev: Any
+    test: Any
+
+    @classmethod
+    def of(cls, model, label: str, dev, test) -> _Scored:
+        dev_metrics = dev_preds = None
+        dev_s = 0.0
+        if dev is not None:
+            dev_metrics, dev_preds, dev_s = dev.run(model, f"{label} (dev)")
+        metrics, preds, test_s = test.run(model, f"{label} (test)")
+        return cls(dev_metrics, dev_preds, metrics, preds, dev_s + test_s, dev, test)
+
+    def row(self, label: str, key: str | None, calib_s: float, ref: _Scored | None) -> dict:
+        from qtoolkit.tasks.compare import compare_predictions
+        from qtoolkit.tasks.evaluation import agreement
+
+        metric = self.test.task.primary_metric
+        row: dict[str, Any] = {"method": label, "key": key, **self.test_metrics}
+        row["dev"] = self.dev_metrics
+        if ref is None:
+            row.update(agreement=1.0, delta_points=None, delta=None, tie=None)
+            row["dev_agreement"] = 1.0
+        else:
+            row.update(
+                compare_predictions(
+                    self.test.task,
+                    self.test.data,
+                    self.test_preds,
+                    ref.test_preds,
+                    self.test_metrics[metric] - ref.test_metrics[metric],
+                )
+            )
+            row["dev_agreement"] = (
+                agreement(self.dev_preds, ref.dev_preds) if self.dev is not None else None
+            )
+        row.update(calib_s=calib_s, eval_s=self.eval_s)
+        return row
+
+
+def sweep_markdown(
+    rows: list[dict[str, Any]], metric: str, result: dict[str, Any] | None = None
+) -> str:
+    """The sweep table: dev metric (what chose), test metrics (what is reported), the test
+    difference from fp32 and the agreement with fp32, each with its 95% interval."""
+    from qtoolkit.tasks.compare import agreement_cell, delta_cell
+
+    result = result or {}
     extra = [k for k in ("f1", "mcc", "exact_match") if k in rows[0] and k != metric]
+    has_dev = rows[0].get("dev") is not None
     head = [
         "method",
-        metric,
+        *([f"dev {metric}"] if has_dev else []),
+        f"test {metric}",
         *extra,
-        "Δ vs fp32 (points)",
-        "agreement with fp32",
+        "Δ vs fp32 (points, 95% CI)",
+        "agreement with fp32 (95% CI)",
         "calib s",
         "eval s",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        delta = "" if r["method"] == "fp32" else f"{r['delta_points']:+.2f}"
+        name = f"**{r['method']}** (selected)" if r.get("selected") else r["method"]
         cells = [
-            r["method"],
+            name,
+            *([f"{r['dev'][metric]:.4f}"] if has_dev else []),
             f"{r[metric]:.4f}",
             *[f"{r[k]:.4f}" for k in extra],
-            delta,
-            f"{r['agreement']:.2%}",
+            delta_cell(r),
+            agreement_cell(r) if r["method"] != "fp32" else "",
             f"{r['calib_s']:.1f}",
             f"{r['eval_s']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if "selection" in result:
+        lines += [
+            "",
+            f"Selection: {result['selection']}. Test: {result['num_test']} examples"
+            + (f"; dev: {result['num_dev']}" if result.get("num_dev") else "")
+            + f". Intervals: {result['interval']}; 'tie' when the interval contains 0.",
+        ]
     return "\n".join(lines) + "\n"

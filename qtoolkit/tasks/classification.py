@@ -57,6 +57,11 @@ class SequenceClassificationTask:
         preds = logits.argmax(axis=-1).tolist()
         return classification_metrics(preds, data.labels), preds
 
+    def example_scores(self, data: TaskData, predictions: list) -> list[float]:
+        """1.0 where the prediction is the gold label: accuracy is their mean, so a paired
+        bootstrap over them gives the interval of an accuracy difference."""
+        return [float(p == y) for p, y in zip(predictions, data.labels, strict=True)]
+
 
 class NextSentencePredictionTask(SequenceClassificationTask):
     """BERT's pre-training pair task: label 0 when `text_b` continues `text`, 1 when it is a

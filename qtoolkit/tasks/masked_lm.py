@@ -158,6 +158,11 @@ class MaskedLMTask:
         }
         return metrics, [int(t) for t in top1]
 
+    def example_scores(self, data: TaskData, predictions: list) -> list[float]:
+        """1.0 per masked probe whose top-1 token is the original: the mean is masked_accuracy
+        (pseudo-perplexity gets no interval)."""
+        return [float(p == y) for p, y in zip(predictions, data.labels, strict=True)]
+
 
 def _no_collate(labels, batch) -> None:  # training labels are made by MaskedLMData.batches
     raise AssertionError("MaskedLMData builds its own training labels")

@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "classification_metrics",
     "squad_em_f1",
+    "squad_example_f1",
     "normalize_answer",
     "entity_spans",
     "entity_f1",
@@ -78,6 +79,11 @@ def squad_em_f1(predictions: dict[str, str], answers: dict[str, list[str]]) -> d
         f1 += max(_f1(pred, g) for g in gold)
     n = max(len(answers), 1)
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+
+
+def squad_example_f1(prediction: str, gold: Sequence[str]) -> float:
+    """One question's F1 (0..1): the best over its gold answers."""
+    return max(_f1(prediction, g) for g in gold)
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:

@@ -141,6 +141,12 @@ class MultipleChoiceTask:
         accuracy = float(np.mean([p == y for p, y in labelled]))
         return {"accuracy": accuracy}, preds
 
+    def example_scores(self, data: TaskData, predictions: list) -> list[float]:
+        """1.0 per labelled example answered right (unlabelled ones are not scored): their mean
+        is the accuracy, so a paired bootstrap over them gives its difference's interval."""
+        pairs = zip(predictions, data.labels, strict=True)
+        return [float(p == y) for p, y in pairs if y is not None]
+
 
 def _collate(labels: list[int | None], batch: dict) -> None:
     if any(y is None for y in labels):

@@ -11,7 +11,7 @@ import torch
 
 from qtoolkit.errors import QtoolError
 from qtoolkit.tasks.base import TaskData
-from qtoolkit.tasks.metrics import squad_em_f1
+from qtoolkit.tasks.metrics import squad_em_f1, squad_example_f1
 from qtoolkit.textfiles import read_utf8
 
 __all__ = ["QuestionAnsweringTask", "QAExample", "read_squad"]
@@ -127,6 +127,15 @@ class QuestionAnsweringTask:
         predictions = {e.id: best.get(i, (0.0, ""))[1] for i, e in enumerate(examples)}
         answers = {e.id: [a[0] for a in e.answers] or [""] for e in examples}
         return squad_em_f1(predictions, answers), predictions
+
+    def example_scores(self, data: TaskData, predictions: dict) -> list[float]:
+        """Per-question SQuAD F1 as a fraction (its mean x 100 is the `f1` metric), in
+        question order."""
+        examples, _ = data.meta
+        return [
+            squad_example_f1(predictions.get(e.id, ""), [a[0] for a in e.answers] or [""])
+            for e in examples
+        ]
 
 
 def _target_positions(example: QAExample, offsets: list) -> tuple[int, int]:

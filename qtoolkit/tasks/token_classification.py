@@ -98,6 +98,11 @@ class TokenClassificationTask:
             true_tags.append(tags)
         return entity_f1(pred_tags, true_tags), pred_tags
 
+    def example_scores(self, data: TaskData, predictions: list) -> None:
+        """None: entity F1 is a ratio of corpus-wide counts, not a mean over sentences, so a
+        bootstrap over per-sentence scores would not be the metric's interval."""
+        return None
+
 
 def _collate(labels: list[list[int]], batch: dict) -> None:
     width = batch["input_ids"].shape[1]

@@ -46,9 +46,11 @@ def test_finetune_then_ptq_stays_close_to_fp32(rt_data, tmp_path):
     sweep = runner.invoke(app, ["ptq-sweep", *args, "--methods", "percentile,mse"])
     assert sweep.exit_code == 0, sweep.output
     rows = json.loads((tmp_path / "run/ptq_sweep/results.json").read_text())["rows"]
-    fp32, int8 = rows[0], max(rows[1:], key=lambda r: r["accuracy"])
+    # The calibrator the sweep chose on the 200 dev sentences, reported on the 400 test ones.
+    fp32, int8 = rows[0], next(r for r in rows[1:] if r["selected"])
     assert fp32["accuracy"] > 0.75  # it learned the task (the classes are balanced)
-    # Full TensorRT placement (Linear, attention matmuls, residual skip inputs), best of two
-    # calibrators, on 400 sentences: within 2 points of fp32 and mostly the same predictions.
+    # Full TensorRT placement (Linear, attention matmuls, residual skip inputs), the dev choice
+    # of two calibrators, on 400 test sentences: within 2 points of fp32, mostly the same
+    # predictions.
     assert int8["accuracy"] >= fp32["accuracy"] - 0.02, rows
     assert int8["agreement"] >= 0.90, rows

@@ -85,7 +85,7 @@ def test_speedups_compare_with_the_family_float_baseline():
         {"name": "trt-int8", "family": "tensorrt", "precision": "int8"},
     ]
     baselines = family_baselines(targets)
-    assert baselines == {"ort-cpu": "ort-fp32"}
+    assert baselines == {"ort-cpu": ["ort-fp32"]}
     rows = [
         {"backend": "ort-fp32", "batch": 1, "seq": 8, "p50_ms": 4.0},
         {"backend": "ort-int8", "batch": 1, "seq": 8, "p50_ms": 2.0},
@@ -93,6 +93,41 @@ def test_speedups_compare_with_the_family_float_baseline():
     ]
     add_speedups(rows, {t["name"]: t["family"] for t in targets}, baselines)
     assert [r.get("speedup") for r in rows] == [1.0, 2.0, None]
+
+
+def test_speedup_baseline_is_the_faster_float_graph_at_each_shape():
+    targets = [
+        {"name": "ort-fp32", "family": "ort-cpu", "precision": "fp32"},
+        {"name": "ort-fp32-fused", "family": "ort-cpu", "precision": "fp32"},
+        {"name": "ort-int8", "family": "ort-cpu", "precision": "int8"},
+    ]
+    baselines = family_baselines(targets)
+    assert baselines == {"ort-cpu": ["ort-fp32", "ort-fp32-fused"]}
+    rows = [
+        {"backend": "ort-fp32", "batch": 1, "seq": 8, "p50_ms": 4.0},
+        {"backend": "ort-fp32-fused", "batch": 1, "seq": 8, "p50_ms": 5.0},
+        {"backend": "ort-int8", "batch": 1, "seq": 8, "p50_ms": 2.0},
+        {"backend": "ort-fp32", "batch": 8, "seq": 8, "p50_ms": 30.0},
+        {"backend": "ort-fp32-fused", "batch": 8, "seq": 8, "p50_ms": 20.0},
+        {"backend": "ort-int8", "batch": 8, "seq": 8, "p50_ms": 10.0},
+    ]
+    add_speedups(rows, {t["name"]: t["family"] for t in targets}, baselines)
+    int8 = [r for r in rows if r["backend"] == "ort-int8"]
+    assert [(r["baseline"], r["speedup"]) for r in int8] == [
+        ("ort-fp32", 2.0),
+        ("ort-fp32-fused", 2.0),
+    ]
+    assert rows[1]["speedup"] == 0.8  # the slower float graph is below 1
+
+
+def test_p99_only_from_enough_iterations():
+    from qtoolkit.bench.stats import P99_MIN_ITERATIONS, summarize
+
+    few = summarize([float(i) for i in range(P99_MIN_ITERATIONS - 1)], 1)
+    assert few.p99_ms is None and few.p90_ms == pytest.approx(0.9 * (P99_MIN_ITERATIONS - 2))
+    many = summarize([float(i) for i in range(P99_MIN_ITERATIONS)], 1)
+    assert many.p99_ms == pytest.approx(0.99 * (P99_MIN_ITERATIONS - 1))
+    assert many.p99_ms < many.max_ms
 
 
 # --- targets ------------------------------------------------------------------------------------
@@ -198,7 +233,7 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
 
     monkeypatch.setattr(qtoolkit.engine, "installed_tensorrt_version", lambda: None)
     backends = ["torch-fp32", "ort-fp32", "ort-int8", "trt-int8"]
-    recipe = _recipe(onnx_dir, tiny_bert_dir, str(test_jsonl), backends=backends)
+    recipe = _recipe(onnx_dir, tiny_bert_dir, str(test_jsonl), backends=backends, fused_fp32=False)
     outcome = run_benchmark(recipe)
 
     # TensorRT is skipped, visibly and with its reason; the rest ran at every shape.
@@ -209,9 +244,10 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
     got = [(r["backend"], r["batch"], r["seq"]) for r in outcome.rows]
     assert got == [(b, *s) for s in shapes for b in ("torch-fp32", "ort-fp32", "ort-int8")]
     for row in outcome.rows:
-        assert row["iterations"] == 3 and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        # 3 timed iterations: p99 would be the slowest one, so it is not given.
+        assert row["iterations"] == 3 and row["p50_ms"] <= row["p90_ms"] and row["p99_ms"] is None
         assert row["throughput"] == pytest.approx(row["batch"] * 1000 / row["mean_ms"], rel=1e-3)
-    assert outcome.baselines == {"torch-cpu": "torch-fp32", "ort-cpu": "ort-fp32"}
+    assert outcome.baselines == {"torch-cpu": ["torch-fp32"], "ort-cpu": ["ort-fp32"]}
     int8 = next(r for r in outcome.rows if r["backend"] == "ort-int8")
     fp32 = next(r for r in outcome.rows if r["backend"] == "ort-fp32")
     assert fp32["speedup"] == 1.0
@@ -222,6 +258,16 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
     assert set(acc) == {"torch-fp32", "ort-fp32", "ort-int8"}
     assert acc["ort-fp32"]["metrics"] == pytest.approx(acc["torch-fp32"]["metrics"])
     assert acc["ort-fp32"]["agreement"] == 1.0 and acc["ort-int8"]["agreement_with"] == "torch-fp32"
+    # Δ and agreement against the float reference carry paired bootstrap intervals.
+    a8 = acc["ort-int8"]
+    lo, hi = a8["agreement_interval"]["low"], a8["agreement_interval"]["high"]
+    assert lo <= a8["agreement"] <= hi
+    assert a8["delta_points"] == pytest.approx(
+        100 * (a8["metrics"]["accuracy"] - acc["torch-fp32"]["metrics"]["accuracy"])
+    )
+    assert a8["delta"]["low"] <= a8["delta"]["value"] <= a8["delta"]["high"]
+    assert acc["ort-fp32"]["tie"] is True  # identical predictions: a difference of exactly 0
+    assert acc["torch-fp32"]["delta"] is None  # the reference itself
 
     # Files, written together.
     out = outcome.output_dir
@@ -230,10 +276,38 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
     assert results["inputs"].startswith("sentences from") and len(results["rows"]) == 12
     assert results["accuracy_examples"] == len(SENTENCES)
     md = (out / "results.md").read_text()
-    assert md.count("| ort-int8 |") == len(shapes) and "- trt-int8: needs an NVIDIA GPU" in md
+    # one row per shape, then one in the accuracy table
+    assert md.count("| ort-int8 |") == len(shapes) + 1
+    assert "- trt-int8: needs an NVIDIA GPU" in md
     assert "![accuracy against p50 latency](accuracy_latency.png)" in md
+    assert "p99 not shown: 3 timed iterations (< 100)" in md
+    assert "| ort-int8 | " in md and "agreement with torch-fp32 (95% CI)" in md
     assert outcome.plot == out / "accuracy_latency.png"
     assert outcome.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fused_fp32_graph_is_a_second_baseline(onnx_dir, tiny_bert_dir, test_jsonl, tmp_path):
+    recipe = _recipe(
+        onnx_dir,
+        tiny_bert_dir,
+        str(test_jsonl),
+        backends=["ort-fp32", "ort-int8"],
+        batch_sizes=[1],
+        seq_lengths=[8],
+        output_dir=str(tmp_path / "b"),
+    )
+    outcome = run_benchmark(recipe)
+    assert outcome.baselines == {"ort-cpu": ["ort-fp32", "ort-fp32-fused"]}
+    assert [r["backend"] for r in outcome.rows] == ["ort-fp32", "ort-int8", "ort-fp32-fused"]
+    timed = {r["backend"]: r for r in outcome.rows}
+    faster = min(("ort-fp32", "ort-fp32-fused"), key=lambda n: timed[n]["p50_ms"])
+    assert timed["ort-int8"]["baseline"] == faster
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    fused = next(t for t in results["targets"] if t["name"] == "ort-fp32-fused")
+    assert fused["fused"] and fused["path"].endswith("fused at run time")
+    # The fused graph computes the same function: same decisions as the raw one.
+    assert outcome.accuracy["ort-fp32-fused"]["agreement"] == 1.0
+    assert "cpu" in results["machine"] and "cores" in results["machine"]
 
 
 def test_labelled_target_and_synthetic_inputs_without_data(onnx_dir, tiny_bert_dir, tmp_path):

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoTokenizer
 
 from qtoolkit.data import TextExample
-from qtoolkit.pipeline.evaluate import evaluate_runner
 from qtoolkit.recipe import Recipe
 from qtoolkit.tasks import get_task
+from qtoolkit.tasks.evaluation import evaluate_runner
 
 from ..conftest import SENTENCES
 

@@ -1,0 +1,221 @@
+"""Write README.md's result tables from the JSON files under docs/results/.
+
+    python scripts/update_readme.py           # rewrite every block in README.md
+    python scripts/update_readme.py --check   # exit 1 if a block differs from its JSON
+    python scripts/update_readme.py --publish ptq_minilm=ptq:runs/x/ptq_sweep/results.json
+                                              # copy a run's results JSON into docs/results/
+
+A block is the text between `<!-- results:NAME -->` and `<!-- /results:NAME -->`; it is
+rendered from docs/results/NAME.json by RENDERERS[NAME] (or by the renderer named in the JSON's
+"renderer" field). Every figure in a block therefore comes from a committed file that names the
+machine it was measured on. To add a table: commit its JSON, add a small renderer function here
+and the two markers in the README. tests/unit/test_readme_results.py re-renders and compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"<!-- results:([\w.-]+) -->\n(.*?)<!-- /results:\1 -->", re.S)
+
+
+def machine_line(data: dict[str, Any], source: str) -> str:
+    m = data.get("machine") or {}
+    flags = ", ".join(m.get("cpu_flags") or [])
+    versions = m.get("versions") or {}
+    ort = versions.get("onnxruntime") or m.get("onnxruntime")
+    torch = versions.get("torch") or m.get("torch")
+    parts = [
+        f"{m.get('cpu', 'unknown CPU')}" + (f" ({flags})" if flags else ""),
+        f"{m.get('cores')} cores" if m.get("cores") else None,
+        f"{m.get('threads')} threads" if m.get("threads") else None,
+        f"onnxruntime {ort}" if ort else None,
+        f"torch {torch}" if torch else None,
+        m.get("date", "")[:10] or None,
+    ]
+    return f"_From [{source}]({source}): " + ", ".join(p for p in parts if p) + "._"
+
+
+def render_ptq(data: dict[str, Any]) -> str:
+    """The PTQ sweep table, exactly as `qtool ptq-sweep` writes ptq_sweep/results.md."""
+    sys.path.insert(0, str(ROOT))
+    from qtoolkit.pipeline.sweep import sweep_markdown
+
+    return sweep_markdown(data["rows"], data["primary_metric"], data)
+
+
+def render_bench(data: dict[str, Any]) -> str:
+    """Latency per backend and shape, then accuracy with intervals (from `qtool benchmark`)."""
+    sys.path.insert(0, str(ROOT))
+    from qtoolkit.bench.report import _accuracy_table
+    from qtoolkit.bench.stats import P99_MIN_ITERATIONS
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = [
+        "| backend | batch x seq | p50 ms | p90 ms | p99 ms | seq/s | speed-up (vs) |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in data["rows"]:
+        if "p50_ms" not in r:
+            continue
+        vs = f"{r['speedup']:.2f}x ({r['baseline']})" if "speedup" in r else "-"
+        cells = [r["backend"], f"{r['batch']}x{r['seq']}", ms(r["p50_ms"]), ms(r["p90_ms"])]
+        cells += [ms(r.get("p99_ms")), f"{r['throughput']:.1f}", vs]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = data["settings"]
+    lines += [
+        "",
+        f"{s['warmup']} warm-up and {s['iterations']} timed iterations per backend and shape, "
+        f"interleaved; inputs: {data['inputs']}."
+        + (
+            f" p99 not shown: fewer than {P99_MIN_ITERATIONS} timed iterations."
+            if s["iterations"] < P99_MIN_ITERATIONS
+            else ""
+        ),
+    ]
+    metric = data.get("primary_metric") or "accuracy"
+    lines += _accuracy_table(data, metric)
+    if data.get("accuracy_data"):
+        lines += ["", f"{metric}: {data['accuracy_examples']} examples of {data['accuracy_data']}."]
+    return "\n".join(lines) + "\n"
+
+
+def render_demo(data: dict[str, Any]) -> str:
+    """`make demo`'s closing table and its wall time."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from demo import demo_table
+
+    return (
+        demo_table(data["bench"])
+        + f"\n\n`make demo` took {data['wall_s']:.0f} s ({data['note']}).\n"
+    )
+
+
+def render_bench_ort(data: dict[str, Any]) -> str:
+    """scripts/bench_ort.py: median ms (x the faster fp32 graph) per model and shape."""
+    out = []
+    for model, result in data["models"].items():
+        shapes = list(result["latency"])
+        out.append(f"| {model} | " + " | ".join(shapes) + " | float GEMMs | agreement with fp32 |")
+        out.append("|---|" + "---:|" * len(shapes) + "---:|---|")
+        for v, info in result["variants"].items():
+            cells = []
+            for s in shapes:
+                lat = result["latency"][s][v]
+                cells.append(f"{lat['median_ms']:.1f} ({lat['speedup_vs_fp32']:.2f})")
+            iv = info.get("agree_fp32_interval")
+            agree = (
+                f"{100 * iv['value']:.1f}% [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+                if iv
+                else f"{info['agree_fp32']:.1%}"
+            )
+            out.append(f"| {v} | " + " | ".join(cells) + f" | {info['float_gemms']} | {agree} |")
+        base = ", ".join(f"{s}: {result['latency'][s]['baseline']}" for s in shapes)
+        static = result["variants"].get("ort-static", {}).get("calibration", {})
+        out += [
+            "",
+            f"fp32 baseline (faster graph per shape): {base}. "
+            f"quantize_static calibration: {static.get('method', '?')}.",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def render_run(data: dict[str, Any]) -> str:
+    """`qtool run`'s run.json: every stage's status and wall time."""
+    lines = ["| stage | status | seconds |", "|---|---|---:|"]
+    for st in data["stages"]:
+        note = f" ({st['reason']})" if st["status"] == "skipped" and st.get("reason") else ""
+        lines.append(f"| {st['name']} | {st['status']}{note} | {st['seconds']:.0f} |")
+    lines += ["", f"Whole run: {data['seconds']:.0f} s (recipe `{data['recipe']}`)."]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "run": render_run,
+    "ptq": render_ptq,
+    "bench": render_bench,
+    "demo": render_demo,
+    "bench_ort": render_bench_ort,
+}
+
+
+def render(name: str, results_dir: Path = RESULTS) -> str:
+    path = results_dir / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"README block '{name}' has no results file {path}")
+    data = json.loads(path.read_text())
+    kind = data.get("renderer", name)
+    if kind not in RENDERERS:
+        raise SystemExit(f"{path}: no renderer '{kind}' in scripts/update_readme.py")
+    source = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return RENDERERS[kind](data).rstrip("\n") + "\n\n" + machine_line(data, source) + "\n"
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(name, current body) of every results block in `text`."""
+    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
+
+
+def update(text: str, results_dir: Path = RESULTS) -> str:
+    def repl(m: re.Match) -> str:
+        name = m.group(1)
+        return f"<!-- results:{name} -->\n{render(name, results_dir)}<!-- /results:{name} -->"
+
+    return BLOCK.sub(repl, text)
+
+
+def publish(spec: str, results_dir: Path = RESULTS) -> Path:
+    """`NAME=RENDERER:PATH`: copy a results JSON to docs/results/NAME.json, naming its renderer.
+    The file must name its machine (machine_info) so the README can say where it was measured."""
+    name, _, rest = spec.partition("=")
+    kind, _, src = rest.partition(":")
+    if kind not in RENDERERS or not src:
+        raise SystemExit(f"--publish {spec}: expected NAME=RENDERER:PATH ({', '.join(RENDERERS)})")
+    data = json.loads(Path(src).read_text())
+    if not (data.get("machine") or {}).get("cpu"):
+        raise SystemExit(f"{src} does not name its machine (no machine.cpu)")
+    data = {"renderer": kind, "source": src, **data}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{name}.json"
+    out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--publish", action="append", default=[], metavar="NAME=RENDERER:PATH")
+    args = parser.parse_args()
+    for spec in args.publish:
+        print(f"wrote {publish(spec)}")
+    text = args.readme.read_text()
+    new = update(text)
+    if args.check:
+        pairs = zip(blocks(text), blocks(new), strict=True)
+        stale = [n for (n, old), (_, fresh) in pairs if old != fresh]
+        if stale:
+            print(f"README blocks out of date: {', '.join(stale)} (run scripts/update_readme.py)")
+            return 1
+        print(f"{len(blocks(text))} README blocks match docs/results/")
+        return 0
+    if new != text:
+        args.readme.write_text(new)
+    print(f"wrote {len(blocks(new))} blocks into {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,6 +55,24 @@ def _accuracy_cell(acc: Mapping[str, Any] | None, metric: str) -> str:
     return f"{acc['metrics'][metric]:.4f}"
 
 
+def _runtime_lines(results: Mapping[str, Any]) -> list[str]:
+    """Which machine, and what each target actually ran as (runtime, device, precision)."""
+    machine = results.get("machine") or {}
+    lines = ["", f"Machine: {machine.get('cpu', 'unknown CPU')}"]
+    if machine.get("gpu"):
+        lines[-1] += f", {machine['gpu']}"
+    for t in results.get("targets", []):
+        runs = t.get("runs_as")
+        if not runs:
+            continue
+        used = runs.get("precision", "?")
+        if runs.get("inference_precision"):
+            used += f", inference precision {runs['inference_precision']}"
+            used += f" ({runs.get('requested_precision', 'default')})"
+        lines.append(f"- {t['name']}: {runs.get('runtime')} on {runs.get('device')}, {used}")
+    return lines
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     metric = results.get("primary_metric") or "accuracy"
     accuracy = results.get("accuracy", {})
@@ -80,6 +98,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             _accuracy_cell(accuracy.get(r["backend"]), metric),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _runtime_lines(results)
     baselines = ", ".join(f"{f}: {n}" for f, n in results.get("baselines", {}).items())
     s = results["settings"]
     lines += [

@@ -80,12 +80,12 @@ def test_backends_are_interleaved_with_rotating_order():
 
 def test_speedups_compare_with_the_family_float_baseline():
     targets = [
-        {"name": "ort-fp32", "family": "ort-cpu", "precision": "fp32"},
-        {"name": "ort-int8", "family": "ort-cpu", "precision": "int8"},
+        {"name": "ort-fp32", "family": "onnx-cpu", "precision": "fp32"},
+        {"name": "ort-int8", "family": "onnx-cpu", "precision": "int8"},
         {"name": "trt-int8", "family": "tensorrt", "precision": "int8"},
     ]
     baselines = family_baselines(targets)
-    assert baselines == {"ort-cpu": "ort-fp32"}
+    assert baselines == {"onnx-cpu": "ort-fp32"}
     rows = [
         {"backend": "ort-fp32", "batch": 1, "seq": 8, "p50_ms": 4.0},
         {"backend": "ort-int8", "batch": 1, "seq": 8, "p50_ms": 2.0},
@@ -211,7 +211,7 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
     for row in outcome.rows:
         assert row["iterations"] == 3 and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["throughput"] == pytest.approx(row["batch"] * 1000 / row["mean_ms"], rel=1e-3)
-    assert outcome.baselines == {"torch-cpu": "torch-fp32", "ort-cpu": "ort-fp32"}
+    assert outcome.baselines == {"torch-cpu": "torch-fp32", "onnx-cpu": "ort-fp32"}
     int8 = next(r for r in outcome.rows if r["backend"] == "ort-int8")
     fp32 = next(r for r in outcome.rows if r["backend"] == "ort-fp32")
     assert fp32["speedup"] == 1.0

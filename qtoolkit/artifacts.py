@@ -35,6 +35,7 @@ __all__ = [
     "ENGINE_FILE",
     "EXPORT_FILE",
     "MARKER",
+    "OPENVINO_FILE",
     "WEIGHTS",
     "Kind",
     "add_files",
@@ -63,6 +64,7 @@ AMAX_JSON = "amax.json"
 AMAX_MD = "amax.md"
 EXPORT_FILE = "model.onnx"  # inside the export stage folder
 ENGINE_FILE = "model.engine"  # inside the engine stage folder
+OPENVINO_FILE = "model.xml"  # OpenVINO IR (with model.bin), inside an OpenVINO folder
 _FP32_SUFFIX = ".fp32"  # model.onnx -> model.fp32.onnx, the float baseline export
 
 
@@ -75,6 +77,7 @@ class Kind(StrEnum):
     DATASET = "qtoolkit-dataset"
     BENCH = "qtoolkit-bench"
     METRICS = "qtoolkit-metrics"  # a single JSON file (evaluate / sensitivity -o)
+    OPENVINO = "qtoolkit-openvino"  # build-engine --runtime openvino: IR, tokenizer, config
 
 
 _DESCRIPTION = {
@@ -84,6 +87,7 @@ _DESCRIPTION = {
     Kind.DATASET: "dataset",
     Kind.BENCH: "benchmark report",
     Kind.METRICS: "metrics file",
+    Kind.OPENVINO: "OpenVINO model",
 }
 
 
@@ -178,14 +182,14 @@ def add_files(folder: Path, names: Iterable[str]) -> None:
 def identify(path: str | Path) -> str:
     """What a user's path is: 'engine', 'onnx', 'quantized-checkpoint', 'float-checkpoint'
     (a qtool fine-tune or any Hugging Face folder with config.json), 'dataset', 'bench',
-    'onnx-export-folder', 'missing' or 'other'."""
+    'onnx-export-folder', 'openvino' (an IR .xml), 'openvino-folder', 'missing' or 'other'."""
     path = Path(path)
     if not path.exists():
         return "missing"
     if path.is_file():
         if path.suffix in (".engine", ".plan"):
             return "engine"
-        return "onnx" if path.suffix == ".onnx" else "other"
+        return {".onnx": "onnx", ".xml": "openvino"}.get(path.suffix, "other")
     kind = kind_of(path)
     by_kind = {
         Kind.QUANTIZED: "quantized-checkpoint",
@@ -193,6 +197,7 @@ def identify(path: str | Path) -> str:
         Kind.DATASET: "dataset",
         Kind.BENCH: "bench",
         Kind.ONNX: "onnx-export-folder",
+        Kind.OPENVINO: "openvino-folder",
     }
     if kind in by_kind:
         return by_kind[kind]

@@ -268,8 +268,7 @@ class BenchConfig(_Strict):
 
     backends: list[str] = Field(
         default_factory=lambda: ["ort-fp32", "ort-int8", "trt-int8"],
-        description="Backends run on the files this recipe's stages write; see "
-        "qtoolkit.runtime.backends.BACKENDS (torch-fp32, ort-int8, trt-int8, ...).",
+        description="Backends run on the recipe's stage outputs: runtime.backends.BACKENDS.",
     )
     targets: dict[str, Path] = Field(
         default_factory=dict,
@@ -281,6 +280,7 @@ class BenchConfig(_Strict):
     warmup: int = Field(10, ge=0)
     iterations: int = Field(50, ge=1)
     threads: int | None = Field(None, ge=1)
+    performance_hint: Literal["latency", "throughput"] = "latency"  # OpenVINO's (NUM_STREAMS=1)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="For PyTorch backends.")
     accuracy: bool = Field(True, description="Also evaluate each backend on data.test_file.")
     fused_fp32: bool = Field(True, description="Also time ort-fp32 fused by ORT's optimizer.")

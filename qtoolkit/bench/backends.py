@@ -1,32 +1,31 @@
 """Open a target on its backend: a timer for the latency grid and a runner for accuracy.
 
 Models are loaded through `qtoolkit.runtime.targets.open_target`, so the benchmark measures
-exactly what `qtool evaluate` evaluates. Every timer has the same three steps: `bind` the inputs
-of one shape (moved to the device once), `warmup(n)` untimed runs, `measure(n)` -> n latencies
-in ms. CPU/PyTorch timers use `perf_counter` around a synchronous call (with a CUDA synchronize
-for PyTorch on GPU); TensorRT engines are timed with CUDA events by `EngineRunner.benchmark`.
+exactly what `qtool evaluate` evaluates, and every runtime is a `Runner`. Every timer has the
+same three steps: `bind` the inputs of one shape (the runner's `prepare`: converted and moved to
+the device once), `warmup(n)` untimed runs, `measure(n)` -> n latencies in ms. PyTorch, ONNX
+Runtime and OpenVINO are timed with `perf_counter` around a synchronous call (with a CUDA
+synchronize for PyTorch on GPU); TensorRT engines with CUDA events by `EngineRunner.benchmark`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from qtoolkit.artifacts import EXPORT_FILE
 from qtoolkit.bench.targets import BenchTarget
 from qtoolkit.errors import QtoolError
+from qtoolkit.runtime.runner import Runner, RuntimeUnavailable, describe
 
 __all__ = ["BackendUnavailable", "OpenedBackend", "Timer", "open_backend"]
 
 
-class BackendUnavailable(QtoolError):
-    """The backend cannot run on this machine (missing GPU, provider or runtime)."""
+# A runtime that cannot start here is skipped by the benchmark, with this exception's message.
+BackendUnavailable = RuntimeUnavailable
 
 
 class Timer(Protocol):
@@ -41,11 +40,15 @@ class OpenedBackend:
     family: str  # speed-ups are relative to the float member of the same family
     device: str
     timer: Timer
-    runner: Callable[[Mapping[str, Any]], dict[str, np.ndarray]]  # evaluate_runner's runner
+    runner: Runner  # what evaluate_runner scores
     tokenizer: Any
     config: Any
     task_name: str
     max_batch: int | None = None  # engines: the largest batch of the optimisation profile
+
+    def describe(self) -> dict[str, Any]:
+        """runtime, device and the precision the runtime reports it used."""
+        return describe(self.runner)
 
 
 class _CallTimer:
@@ -66,27 +69,11 @@ class _CallTimer:
         return times
 
 
-class TorchTimer(_CallTimer):
-    def __init__(self, model, device: str) -> None:
-        self.model, self.device = model, device
+class RunnerTimer(_CallTimer):
+    """Times `runner.prepare(feeds)`'s call: inputs bound once, outside the timed loop."""
 
-    def bind(self, feeds: Mapping[str, np.ndarray]) -> None:
-        import torch
-
-        inputs = {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in feeds.items()}
-        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
-
-        def call() -> None:
-            with torch.inference_mode():
-                self.model(**inputs)
-            sync()
-
-        self._call = call
-
-
-class OrtTimer(_CallTimer):
-    def __init__(self, session, min_warmup: int = 0) -> None:
-        self.session = session
+    def __init__(self, runner: Runner, min_warmup: int = 0) -> None:
+        self.runner = runner
         # GPU providers build (TensorRT EP) or allocate in their first run: never time it.
         self.min_warmup = min_warmup
 
@@ -94,13 +81,7 @@ class OrtTimer(_CallTimer):
         super().warmup(max(iterations, self.min_warmup))
 
     def bind(self, feeds: Mapping[str, np.ndarray]) -> None:
-        feed = {}
-        for inp in self.session.get_inputs():
-            if inp.name not in feeds:
-                raise QtoolError(f"the ONNX model needs input '{inp.name}', which is not given")
-            dtype = np.int32 if inp.type == "tensor(int32)" else np.int64
-            feed[inp.name] = np.ascontiguousarray(feeds[inp.name], dtype=dtype)
-        self._call = lambda: self.session.run(None, feed)
+        self._call = self.runner.prepare(feeds)
 
 
 class EngineTimer:
@@ -119,52 +100,25 @@ class EngineTimer:
         return self.engine.benchmark(self.feeds, warmup=0, iterations=iterations).latencies_ms
 
 
-def _engine_eval_runner(engine, min_seq: int):
-    """Accuracy batches are padded to their longest sentence; pad further to the engine's
-    smallest sequence (the extra positions are masked out and trimmed by split_rows)."""
-
-    def run(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        feeds = {}
-        for name in engine.input_names:
-            value = batch[name]
-            array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-            if array.shape[1] < min_seq:
-                array = np.pad(array, ((0, 0), (0, min_seq - array.shape[1])))
-            feeds[name] = array
-        return engine.run(feeds)
-
-    return run
-
-
-def _open_engine(target: BenchTarget, recipe) -> OpenedBackend:
-    from qtoolkit.engine import EngineRunner
-    from qtoolkit.engine.report import build_report_path
-    from qtoolkit.runtime.targets import open_target
-
-    # The engine holds no tokenizer or label names: take them from the ONNX it was built from.
-    report = build_report_path(target.path)
-    onnx_path = Path(json.loads(report.read_text())["onnx"]) if report.is_file() else None
-    if onnx_path is None or not onnx_path.is_file():
-        onnx_path = recipe.stage_dir("export") / EXPORT_FILE
-    if not onnx_path.is_file():
-        raise QtoolError(
-            f"{target.path}: cannot find the ONNX model it was built from ({onnx_path}), "
-            "which holds the tokenizer and config"
-        )
-    companion = open_target(onnx_path, recipe)
-    engine = EngineRunner(target.path)
-    lo, _, hi = engine.profile_shapes(engine.input_names[0])
+def _opened(target: BenchTarget, opened, timer: Timer, device: str, family=None):
     return OpenedBackend(
         target=target,
-        family=target.backend.family,
-        device="cuda",
-        timer=EngineTimer(engine),
-        runner=_engine_eval_runner(engine, lo[1]),
-        tokenizer=companion.tokenizer,
-        config=companion.config,
-        task_name=companion.task_name,
-        max_batch=hi[0],
+        family=family or target.backend.family,
+        device=device,
+        timer=timer,
+        runner=opened.runner,
+        tokenizer=opened.tokenizer,
+        config=opened.config,
+        task_name=opened.task_name,
+        max_batch=getattr(opened.runner, "max_batch", None),
     )
+
+
+def _check_kind(target: BenchTarget, opened) -> None:
+    expected = "torch-fakequant" if target.backend.artifact == "quantized-checkpoint" else None
+    expected = expected or ("torch-fp32" if target.backend.runtime == "torch" else None)
+    if expected and opened.kind != expected:
+        raise QtoolError(f"{target.name}: {target.path} is a {opened.kind} model, not {expected}")
 
 
 def open_backend(
@@ -172,56 +126,41 @@ def open_backend(
 ) -> OpenedBackend:
     """Load `target` for its backend; BackendUnavailable if this machine cannot run it."""
     from qtoolkit.bench.ort_providers import cache_dir_for, min_warmup, ort_providers
-    from qtoolkit.runtime import OrtRunner
-    from qtoolkit.runtime.targets import open_target
+    from qtoolkit.runtime.targets import RuntimeOptions, open_target
 
     spec = target.backend
     if spec.runtime == "tensorrt":
-        return _open_engine(target, recipe)
+        opened = open_target(target.path, recipe, runtime="tensorrt")
+        return _opened(target, opened, EngineTimer(opened.runner.engine), "cuda")
     if spec.runtime == "torch":
         device = "cuda" if spec.precision == "fp16" else torch_device
-        opened = open_target(target.path, recipe, device)
-        expected = "torch-fakequant" if spec.artifact == "quantized-checkpoint" else "torch-fp32"
-        if opened.kind != expected:
-            raise QtoolError(
-                f"{target.name}: {target.path} is a {opened.kind} model, not {expected}"
-            )
-        model = opened.runner.model
+        opened = open_target(target.path, recipe, device, runtime="torch")
+        _check_kind(target, opened)
         if spec.precision == "fp16":
-            model.half()
-        timer, family = TorchTimer(model, device), f"torch-{device}"
-        return OpenedBackend(
-            target=target,
-            family=family,
-            device=device,
-            timer=timer,
-            runner=opened.runner,
-            tokenizer=opened.tokenizer,
-            config=opened.config,
-            task_name=opened.task_name,
-        )
-    if target.path.suffix != ".onnx":
+            opened.runner.model.half()
+        return _opened(target, opened, RunnerTimer(opened.runner), device, f"torch-{device}")
+    if target.path.suffix not in (".onnx", ".xml"):
         raise QtoolError(f"{target.name}: {spec.name} needs a .onnx file, not {target.path}")
-    opened = open_target(target.path, recipe, threads=threads)
-    runner = opened.runner
-    if spec.provider != "CPUExecutionProvider":  # open_target's session is a CPU one
+    options = RuntimeOptions(
+        threads=threads,
+        precision=spec.precision if spec.runtime == "onnxruntime" else None,
+        inference_precision=spec.inference_precision,
+        hint=recipe.bench.performance_hint,
+    )
+    if spec.provider not in (None, "CPUExecutionProvider"):
         cache_dir = cache_dir_for(recipe.stage_dir("bench"), target.path)
         if spec.provider == "TensorrtExecutionProvider":
             cache_dir.mkdir(parents=True, exist_ok=True)
-        providers = ort_providers(
-            spec.provider, opened.runner.input_names, recipe.engine, cache_dir, spec.precision
-        )
-        runner = OrtRunner(target.path, threads, providers)
-        if runner.session.get_providers()[0] != spec.provider:
-            raise BackendUnavailable(f"onnxruntime could not start {spec.provider}")
-    device = "cpu" if spec.provider == "CPUExecutionProvider" else "cuda"
-    return OpenedBackend(
-        target=target,
-        family=spec.family,
-        device=device,
-        timer=OrtTimer(runner.session, min_warmup(spec.provider)),
-        runner=runner,
-        tokenizer=opened.tokenizer,
-        config=opened.config,
-        task_name=opened.task_name,
-    )
+        import onnx
+
+        graph = onnx.load(str(target.path), load_external_data=False).graph
+        initializers = {i.name for i in graph.initializer}
+        names = [i.name for i in graph.input if i.name not in initializers]
+        providers = ort_providers(spec.provider, names, recipe.engine, cache_dir, spec.precision)
+        options = RuntimeOptions(threads=threads, providers=providers, precision=spec.precision)
+    opened = open_target(target.path, recipe, runtime=spec.runtime, options=options)
+    runner = opened.runner
+    if spec.provider is not None and runner.provider != spec.provider:
+        raise BackendUnavailable(f"onnxruntime could not start {spec.provider}")
+    timer = RunnerTimer(runner, min_warmup(spec.provider))
+    return _opened(target, opened, timer, runner.device)

@@ -102,6 +102,24 @@ def _accuracy_table(results: Mapping[str, Any], metric: str) -> list[str]:
     return lines
 
 
+def _runtime_lines(results: Mapping[str, Any]) -> list[str]:
+    """Which machine, and what each target actually ran as (runtime, device, precision)."""
+    machine = results.get("machine") or {}
+    lines = ["", f"Machine: {machine.get('cpu', 'unknown CPU')}, {machine.get('cores')} cores"]
+    if machine.get("gpu"):
+        lines[-1] += f", {machine['gpu']}"
+    for t in results.get("targets", []):
+        runs = t.get("runs_as")
+        if not runs:
+            continue
+        used = runs.get("precision", "?")
+        if runs.get("inference_precision"):
+            used += f", inference precision {runs['inference_precision']}"
+            used += f" ({runs.get('requested_precision', 'default')})"
+        lines.append(f"- {t['name']}: {runs.get('runtime')} on {runs.get('device')}, {used}")
+    return lines
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     metric = results.get("primary_metric") or "accuracy"
     accuracy = results.get("accuracy", {})
@@ -127,6 +145,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             _accuracy_cell(accuracy.get(r["backend"]), metric),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _runtime_lines(results)
     baselines = ", ".join(
         f"{f}: {' or '.join([n] if isinstance(n, str) else n)}"
         for f, n in results.get("baselines", {}).items()
@@ -144,9 +163,6 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             f"p99 not shown: {s['iterations']} timed iterations (< {P99_MIN_ITERATIONS}), where "
             "the 99th percentile is the slowest run."
         )
-    machine = results.get("machine") or {}
-    if machine.get("cpu"):
-        lines.append(f"Machine: {machine['cpu']}, {machine.get('cores')} cores.")
     if results.get("accuracy_data"):
         lines.append(
             f"{metric}: {results['accuracy_examples']} examples of {results['accuracy_data']}."

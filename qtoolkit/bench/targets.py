@@ -68,7 +68,7 @@ def default_path(backend: BackendSpec, recipe: Recipe) -> Path | None:
 
 def infer_backend(path: Path) -> BackendSpec:
     """The backend for a file: an engine, an ONNX model (int8 if it has Q/DQ or integer ops),
-    a quantized checkpoint (PyTorch fake-quant) or a float checkpoint."""
+    OpenVINO IR, a quantized checkpoint (PyTorch fake-quant) or a float checkpoint."""
     if path.suffix in (".engine", ".plan"):  # may not be built yet: checked when it runs
         return BACKENDS["trt-int8"]
     what = identify(path)
@@ -78,6 +78,8 @@ def infer_backend(path: Path) -> BackendSpec:
         graph = onnx.load(str(path), load_external_data=False).graph
         int8 = any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in graph.node)
         return BACKENDS["ort-int8" if int8 else "ort-fp32"]
+    if what == "openvino":  # an IR from build-engine --runtime openvino
+        return BACKENDS["ov-int8" if 'type="FakeQuantize"' in path.read_text() else "ov-bf16"]
     if what == "quantized-checkpoint":
         return BACKENDS["torch-fakequant"]
     if path.is_dir():
@@ -133,6 +135,12 @@ def unavailable_reason(target: BenchTarget) -> str | None:
         ]
         if missing:
             return f"needs an NVIDIA GPU and TensorRT; this machine lacks {' and '.join(missing)}"
+    elif spec.runtime == "openvino":
+        from qtoolkit.runtime.ov_runner import openvino_missing
+
+        reason = openvino_missing()
+        if reason:
+            return reason
     elif spec.runtime == "onnxruntime" and spec.needs_cuda:
         import onnxruntime as ort
 

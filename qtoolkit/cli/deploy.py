@@ -107,8 +107,16 @@ def build_engine_cmd(
     recipe: RecipeOpt = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Engine file (default <run>/engine/model.engine)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Engine file (default <run>/engine/model.engine); with --runtime openvino a "
+            "folder (default <run>/openvino).",
+        ),
     ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="tensorrt (an engine, needs a GPU) | openvino (IR for CPUs).")
+    ] = "tensorrt",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only print the equivalent trtexec command.")
     ] = False,
@@ -132,12 +140,23 @@ def build_engine_cmd(
     ] = None,
     sets: SetOpt = None,
 ) -> None:
-    """Build a TensorRT engine from a QDQ ONNX model (needs an NVIDIA GPU and TensorRT >= 10).
+    """Build a TensorRT engine from a QDQ ONNX model (needs an NVIDIA GPU and TensorRT >= 10),
+    or with --runtime openvino OpenVINO IR for CPUs, validated against ONNX Runtime.
 
     TensorRT 10: explicit quantization from the Q/DQ nodes, with the FP16 (and INT8) builder
     flags. TensorRT 11: strongly typed, precision taken from the ONNX. Writes the engine, a
     .build.json report and a .trtexec.sh with the equivalent trtexec command.
     """
+    if runtime not in ("tensorrt", "openvino"):
+        raise QtoolError(f"--runtime must be tensorrt or openvino, not '{runtime}'")
+    if runtime == "openvino":
+        from qtoolkit.runtime.ov_build import build_openvino
+
+        if dry_run:
+            raise QtoolError("--dry-run prints a trtexec command: it is for --runtime tensorrt")
+        r = build_recipe(recipe, sets, {})
+        show(build_openvino(onnx_model, output or r.stage_dir("openvino"), r))
+        return
     from qtoolkit.engine import build_engine
     from qtoolkit.engine import dry_run as engine_dry_run
 

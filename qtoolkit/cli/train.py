@@ -89,12 +89,20 @@ def finetune(
 def evaluate(
     target: Annotated[
         Path,
-        typer.Argument(help="fp32 checkpoint dir, quantized checkpoint dir, or model.onnx."),
+        typer.Argument(
+            help="fp32 or quantized checkpoint dir, model.onnx, OpenVINO IR, or an engine."
+        ),
     ],
     recipe: RecipeOpt = None,
     data: Annotated[Path | None, typer.Option(help="Data file (default data.test_file).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
-    threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="ONNX Runtime / OpenVINO CPU threads.")
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="torch | onnxruntime | openvino | tensorrt (default: by the file)."),
+    ] = None,
     compare_to: Annotated[
         Path | None,
         typer.Option(help="A metrics JSON from another evaluate run: report prediction agreement."),
@@ -104,7 +112,8 @@ def evaluate(
     ] = None,
     sets: SetOpt = None,
 ) -> None:
-    """Evaluate a task on an fp32 or quantized checkpoint, or an ONNX model (ONNX Runtime)."""
+    """Evaluate a task on an fp32 or quantized checkpoint, an ONNX model (ONNX Runtime, or
+    OpenVINO with --runtime openvino), OpenVINO IR or a TensorRT engine."""
     from qtoolkit.artifacts import Kind, check_output_file
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.evaluate import run_evaluate
@@ -115,7 +124,7 @@ def evaluate(
     if output is not None:  # before any work: never over an input or a file of another kind
         inputs = (target, data or r.data.test_file, compare_to, recipe)
         check_output_file(output, Kind.METRICS, inputs)
-    outcome = run_evaluate(target, r, data, limit, threads=threads)
+    outcome = run_evaluate(target, r, data, limit, threads=threads, runtime=runtime)
     if compare_to is not None:
         outcome.compare_with(compare_to)
     show(outcome)

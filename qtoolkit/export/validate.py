@@ -23,6 +23,7 @@ import numpy as np
 
 from qtoolkit.errors import QtoolError
 from qtoolkit.finite import check_finite_outputs
+from qtoolkit.runtime.ort_runner import ort_session  # re-exported: sessions are made there
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,7 +33,9 @@ __all__ = [
     "OutputComparison",
     "ValidationReport",
     "argmax_counts",
+    "compare_runners",
     "ort_session",
+    "per_token_outputs",
     "validate_onnx",
 ]
 
@@ -120,6 +123,8 @@ class ValidationReport:
     min_argmax_agreement: float
     num_examples: int = 0
     outputs: list[OutputComparison] = field(default_factory=list)
+    reference: str = "PyTorch"  # what the candidate is compared with, for the messages
+    candidate: str = "ONNX Runtime"
 
     @property
     def max_abs_diff(self) -> float:
@@ -152,17 +157,18 @@ class ValidationReport:
         """A one-line reason the comparison failed, or None."""
         for o in self.outputs:
             if not np.isfinite(o.max_abs_diff):
-                return f"output '{o.name}' has NaN/inf values in ONNX Runtime"
+                return f"output '{o.name}' has NaN/inf values in {self.candidate}"
             if o.max_abs_diff > self.atol:
                 return (
-                    f"output '{o.name}' differs from PyTorch by up to {o.max_abs_diff:.4g} "
+                    f"output '{o.name}' differs from {self.reference} by up to "
+                    f"{o.max_abs_diff:.4g} "
                     f"(tolerance {self.atol:g}; argmax agreement {o.argmax_agreement:.1%} on "
                     f"{self.num_examples} examples)"
                 )
             rate = o.decisive_agreement
             if rate is not None and rate < self.min_argmax_agreement:
                 return (
-                    f"output '{o.name}' argmax agrees with PyTorch on {rate:.1%} of "
+                    f"output '{o.name}' argmax agrees with {self.reference} on {rate:.1%} of "
                     f"{o.decisive} decisions with a top-1 margin over {self.atol:g} (need "
                     f"{self.min_argmax_agreement:.1%}; {o.argmax_agreement:.1%} of all "
                     f"{o.decisions}; max |diff| {o.max_abs_diff:.4g})"
@@ -170,8 +176,9 @@ class ValidationReport:
         return None
 
     def summary(self) -> str:
+        pair = "onnx - torch" if self.reference == "PyTorch" else f"{self.candidate} - ort"
         head = (
-            f"max |onnx - torch| {self.max_abs_diff:.4g} (tolerance {self.atol:g}), argmax "
+            f"max |{pair}| {self.max_abs_diff:.4g} (tolerance {self.atol:g}), argmax "
             f"agreement {self.argmax_agreement:.2%} of {self.decisions} decisions"
         )
         rate = self.decisive_agreement
@@ -211,56 +218,16 @@ class ValidationReport:
         }
 
 
-def ort_session(
-    path: str | Path, threads: int | None = None, optimized_path: Path | None = None
-) -> Any:
-    """A CPU ONNX Runtime session with quiet logging."""
-    import onnxruntime as ort
+def per_token_outputs(onnx_path: str | Path) -> dict[str, bool]:
+    """Outputs with a sequence axis (named so by the export) hold one score per token."""
+    import onnx
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QtoolError(f"ONNX Runtime cannot load {path}: {first}") from None
-
-
-def _feed(session, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    ids = np.asarray(_numpy(batch["input_ids"]), dtype=np.int64)
-    feed = {}
-    for inp in session.get_inputs():
-        if inp.name in batch:
-            feed[inp.name] = np.asarray(_numpy(batch[inp.name]), dtype=np.int64)
-        elif inp.name == "attention_mask":
-            feed[inp.name] = np.ones_like(ids)
-        elif inp.name == "token_type_ids":
-            feed[inp.name] = np.zeros_like(ids)
-        else:
-            raise QtoolError(f"sample batches have no '{inp.name}', which the ONNX model needs")
-    return feed
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
-
-def _torch_outputs(model, batch: Mapping[str, Any], names: Sequence[str]) -> list[np.ndarray]:
-    import torch
-
-    from qtoolkit.export.torch_export import input_names_for
-
-    accepted = set(input_names_for(model))
-    device = next(model.parameters()).device
-    kwargs = {k: torch.as_tensor(v).to(device) for k, v in batch.items() if k in accepted}
-    with torch.no_grad():
-        out = model(**kwargs, return_dict=True)
-    return [getattr(out, n).float().cpu().numpy() for n in names]
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    result = {}
+    for out in graph.output:
+        dims = out.type.tensor_type.shape.dim
+        result[out.name] = len(dims) > 1 and "seq" in dims[1].dim_param
+    return result
 
 
 def _compare(
@@ -268,7 +235,7 @@ def _compare(
 ) -> tuple[float, ArgmaxCounts]:
     """(max |diff|, argmax counts) for one output of one batch."""
     if ref.shape != got.shape:
-        raise QtoolError(f"ONNX output shape {got.shape} != PyTorch shape {ref.shape}")
+        raise QtoolError(f"output shape {got.shape} != reference shape {ref.shape}")
     got = got.astype(np.float32)
     if ref.ndim == 2 and per_token:
         # One score per token (question answering): compare real tokens, argmax per example.
@@ -288,6 +255,49 @@ def _compare(
     return float(diff.max(initial=0.0)), counts
 
 
+def compare_runners(
+    reference,
+    candidate,
+    batches: Sequence[Mapping[str, Any]],
+    atol: float,
+    min_argmax_agreement: float,
+    per_token: Mapping[str, bool],
+    names: Sequence[str] | None = None,
+) -> ValidationReport:
+    """Max |diff| and argmax agreement of `candidate` against `reference` (two runners) on
+    every batch, per output (`names`, default the candidate's)."""
+    from qtoolkit.runtime.runner import named_feeds
+
+    if not batches:
+        raise QtoolError("validation needs at least one tokenized sample batch")
+    names = list(names or candidate.output_names)
+    report = ValidationReport(
+        atol, min_argmax_agreement, reference=_label(reference), candidate=_label(candidate)
+    )
+    max_diff = dict.fromkeys(names, 0.0)
+    counts = {n: ArgmaxCounts() for n in names}
+    for batch in batches:
+        feed = named_feeds(candidate.input_names, batch)
+        got, ref = candidate(feed), reference(feed)
+        check_finite_outputs({n: ref[n] for n in names}, f"{report.reference} (validation)")
+        mask = feed.get("attention_mask", np.ones_like(feed["input_ids"]))
+        for name in names:
+            diff, batch_counts = _compare(ref[name], got[name], mask, per_token.get(name), atol)
+            # np.max, not max(): a NaN in either must stick.
+            max_diff[name] = float(np.max([max_diff[name], diff]))
+            counts[name] += batch_counts
+        report.num_examples += int(feed["input_ids"].shape[0])
+    report.outputs = [OutputComparison(n, max_diff[n], counts[n]) for n in names]
+    return report
+
+
+def _label(runner) -> str:
+    runtime = str(getattr(runner, "runtime", "?"))
+    return {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(
+        runtime, runtime
+    )
+
+
 def validate_onnx(
     onnx_path: str | Path,
     torch_model: nn.Module,
@@ -301,36 +311,28 @@ def validate_onnx(
 
     Raises QtoolError (one line) when `raise_on_failure` and the comparison fails.
     """
+    from qtoolkit.runtime.ort_runner import OrtRunner
+    from qtoolkit.runtime.torch_runner import TorchRunner
+
     if not sample_batches:
         raise QtoolError("validation needs at least one tokenized sample batch")
-    session = ort_session(onnx_path, threads)
-    names = [o.name for o in session.get_outputs()]
-    # Outputs with a sequence axis (named so by the export) hold one score per token.
-    per_token = {
-        o.name: len(o.shape) > 1 and isinstance(o.shape[1], str) and "seq" in o.shape[1]
-        for o in session.get_outputs()
-    }
+    onnx_runner = OrtRunner(onnx_path, threads)
+    names = list(onnx_runner.output_names)
     was_training = torch_model.training
-    torch_model.eval()
-    report = ValidationReport(atol=atol, min_argmax_agreement=min_argmax_agreement)
-    max_diff = dict.fromkeys(names, 0.0)
-    counts = {n: ArgmaxCounts() for n in names}
+    device = str(next(torch_model.parameters()).device)
     try:
-        for batch in sample_batches:
-            feed = _feed(session, batch)
-            got = session.run(names, feed)
-            ref = _torch_outputs(torch_model, batch, names)
-            check_finite_outputs(dict(zip(names, ref, strict=True)), "PyTorch (validation)")
-            mask = feed.get("attention_mask", np.ones_like(feed["input_ids"]))
-            for name, r, g in zip(names, ref, got, strict=True):
-                diff, batch_counts = _compare(r, g, mask, per_token[name], atol)
-                # np.max, not max(): a NaN in either must stick.
-                max_diff[name] = float(np.max([max_diff[name], diff]))
-                counts[name] += batch_counts
-            report.num_examples += int(feed["input_ids"].shape[0])
+        torch_runner = TorchRunner(torch_model, tuple(names), device)
+        report = compare_runners(
+            torch_runner,
+            onnx_runner,
+            sample_batches,
+            atol,
+            min_argmax_agreement,
+            per_token_outputs(onnx_path),
+            names,
+        )
     finally:
         torch_model.train(was_training)
-    report.outputs = [OutputComparison(n, max_diff[n], counts[n]) for n in names]
     if raise_on_failure and not report.passed:
         raise QtoolError(f"ONNX validation failed: {report.failure()}")
     return report

@@ -209,7 +209,30 @@ def _machine(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": _openvino_version(),
     }
+
+
+def _openvino_version() -> str | None:
+    from qtoolkit.runtime.ov_runner import openvino_missing
+
+    if openvino_missing():
+        return None
+    import openvino
+
+    return openvino.__version__.split("-")[0]
+
+
+def _precision_notices(described: list[dict[str, Any]]) -> list[str]:
+    """Where a runtime ran in another precision than its backend's name says (ov-bf16 on a CPU
+    without native bf16 is OpenVINO's default precision, f32)."""
+    notices = []
+    for d in described:
+        used = d["runs_as"].get("inference_precision")
+        if d["runtime"] == "openvino" and d["precision"] == "bf16" and used != "bf16":
+            why = "" if d["runs_as"].get("native_bf16") else " (this CPU has no native bf16)"
+            notices.append(f"{d['name']}: OpenVINO's default precision here is {used}{why}")
+    return notices
 
 
 def run_benchmark(
@@ -271,6 +294,7 @@ def run_benchmark(
             "family": o.family,
             "device": o.device,
             "path": str(o.target.path),
+            "runs_as": o.describe(),
             **(
                 {"path": f"{fused_from[o.target.name]} fused at run time", "fused": True}
                 if o.target.name in fused_from
@@ -279,6 +303,7 @@ def run_benchmark(
         }
         for o in opened
     ]
+    notices += _precision_notices(described)
     baselines = family_baselines(described)
     add_speedups(rows, {d["name"]: d["family"] for d in described}, baselines)
     metric = info.get("primary_metric")

@@ -1,4 +1,5 @@
-"""Evaluate a task on any target: fp32 checkpoint, quantized checkpoint, ONNX file (ORT)."""
+"""Evaluate a task on any target: fp32 or quantized checkpoint (PyTorch), ONNX file (ONNX Runtime
+or OpenVINO), OpenVINO IR, TensorRT engine."""
 
 from __future__ import annotations
 
@@ -58,7 +59,11 @@ class EvalOutcome:
     def summary(self) -> str:
         """What `qtool evaluate` prints: metrics on one line (and agreement if compared)."""
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
-        line = f"{self.backend} {self.task} on {self.num_examples} examples: {metrics}"
+        runs = self.extra.get("runs_as") or {}
+        how = f" {runs['precision']}" if runs.get("precision") else ""
+        if runs.get("inference_precision"):
+            how += f" (inference precision {runs['inference_precision']})"
+        line = f"{self.backend}{how} {self.task} on {self.num_examples} examples: {metrics}"
         if "agreement" in self.extra:
             other = Path(self.extra["compared_to"]).name
             line += f"; agreement with {other} {self.extra['agreement']:.2%}"
@@ -72,14 +77,19 @@ def run_evaluate(
     limit: int | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    runtime: str | None = None,
 ) -> EvalOutcome:
+    """Score `target` on `runtime` (default: the one its kind runs on; an ONNX file can also
+    run on `openvino`, in OpenVINO's default precision)."""
     from qtoolkit.pipeline.common import split_evaluator, stage_task
-    from qtoolkit.runtime.targets import open_target
+    from qtoolkit.runtime.runner import describe
+    from qtoolkit.runtime.targets import RuntimeOptions, open_target
 
     data_file = data_file or recipe.data.test_file
     if data_file is None:
         raise QtoolError("no evaluation data: set data.test_file or pass --data")
-    tgt = open_target(target, recipe, device, threads)
+    options = RuntimeOptions(threads=threads, hint=recipe.bench.performance_hint)
+    tgt = open_target(target, recipe, device, runtime=runtime, options=options)
     task = stage_task(recipe, tgt.task_name)
     evaluator = split_evaluator(recipe, task, tgt.tokenizer, data_file, tgt.config, limit=limit)
     try:
@@ -94,5 +104,5 @@ def run_evaluate(
         metrics=metrics,
         seconds=seconds,
         predictions=predictions,
-        extra={"data": str(data_file)},
+        extra={"data": str(data_file), "runs_as": describe(tgt.runner)},
     )

@@ -1,18 +1,34 @@
-"""Runtimes that run a model on a batch and return named numpy outputs, the backend registry
-and `open_target`. Attributes load on first use, so `runtime.backends` stays light to import."""
+"""Runtimes behind one `Runner` interface (named inputs in, named numpy outputs out; runtime,
+device, precision): PyTorch, ONNX Runtime, OpenVINO, TensorRT; the backend registry and
+`open_target`. Attributes load on first use, so `runtime.backends` stays light to import."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__all__ = ["BACKENDS", "OrtRunner", "Target", "TorchRunner", "get_backend", "open_target"]
+__all__ = [
+    "BACKENDS",
+    "OpenVinoRunner",
+    "OrtRunner",
+    "Runner",
+    "RuntimeOptions",
+    "Target",
+    "TorchRunner",
+    "TrtRunner",
+    "get_backend",
+    "open_target",
+]
 
 _WHERE = {
     "BACKENDS": "backends",
     "get_backend": "backends",
     "OrtRunner": "ort_runner",
     "TorchRunner": "torch_runner",
+    "OpenVinoRunner": "ov_runner",
+    "TrtRunner": "trt_runner",
+    "Runner": "runner",
+    "RuntimeOptions": "targets",
     "Target": "targets",
     "open_target": "targets",
 }

@@ -80,12 +80,12 @@ def test_backends_are_interleaved_with_rotating_order():
 
 def test_speedups_compare_with_the_family_float_baseline():
     targets = [
-        {"name": "ort-fp32", "family": "ort-cpu", "precision": "fp32"},
-        {"name": "ort-int8", "family": "ort-cpu", "precision": "int8"},
+        {"name": "ort-fp32", "family": "onnx-cpu", "precision": "fp32"},
+        {"name": "ort-int8", "family": "onnx-cpu", "precision": "int8"},
         {"name": "trt-int8", "family": "tensorrt", "precision": "int8"},
     ]
     baselines = family_baselines(targets)
-    assert baselines == {"ort-cpu": ["ort-fp32"]}
+    assert baselines == {"onnx-cpu": ["ort-fp32"]}
     rows = [
         {"backend": "ort-fp32", "batch": 1, "seq": 8, "p50_ms": 4.0},
         {"backend": "ort-int8", "batch": 1, "seq": 8, "p50_ms": 2.0},
@@ -247,7 +247,7 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
         # 3 timed iterations: p99 would be the slowest one, so it is not given.
         assert row["iterations"] == 3 and row["p50_ms"] <= row["p90_ms"] and row["p99_ms"] is None
         assert row["throughput"] == pytest.approx(row["batch"] * 1000 / row["mean_ms"], rel=1e-3)
-    assert outcome.baselines == {"torch-cpu": ["torch-fp32"], "ort-cpu": ["ort-fp32"]}
+    assert outcome.baselines == {"torch-cpu": ["torch-fp32"], "onnx-cpu": ["ort-fp32"]}
     int8 = next(r for r in outcome.rows if r["backend"] == "ort-int8")
     fp32 = next(r for r in outcome.rows if r["backend"] == "ort-fp32")
     assert fp32["speedup"] == 1.0
@@ -297,7 +297,7 @@ def test_fused_fp32_graph_is_a_second_baseline(onnx_dir, tiny_bert_dir, test_jso
         output_dir=str(tmp_path / "b"),
     )
     outcome = run_benchmark(recipe)
-    assert outcome.baselines == {"ort-cpu": ["ort-fp32", "ort-fp32-fused"]}
+    assert outcome.baselines == {"onnx-cpu": ["ort-fp32", "ort-fp32-fused"]}
     assert [r["backend"] for r in outcome.rows] == ["ort-fp32", "ort-int8", "ort-fp32-fused"]
     timed = {r["backend"]: r for r in outcome.rows}
     faster = min(("ort-fp32", "ort-fp32-fused"), key=lambda n: timed[n]["p50_ms"])

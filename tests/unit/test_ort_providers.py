@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtoolkit.bench.backends import OrtTimer
+from qtoolkit.bench.backends import RunnerTimer
 from qtoolkit.bench.ort_providers import cache_dir_for, min_warmup, ort_providers
 from qtoolkit.recipe import EngineConfig
 
@@ -45,20 +45,20 @@ def test_gpu_providers_never_warm_up_zero_times():
     assert min_warmup("TensorrtExecutionProvider") == min_warmup("CUDAExecutionProvider") == 1
     assert min_warmup("CPUExecutionProvider") == 0
 
-    class Session:
+    class Runner:  # the runner's prepare() gives the call the timer runs
         runs = 0
 
-        def get_inputs(self):
-            return []
+        def prepare(self, feeds):
+            def run():
+                Runner.runs += 1
 
-        def run(self, outputs, feed):
-            Session.runs += 1
+            return run
 
-    timer = OrtTimer(Session(), min_warmup("TensorrtExecutionProvider"))
+    timer = RunnerTimer(Runner(), min_warmup("TensorrtExecutionProvider"))
     timer.bind({})
     timer.warmup(0)  # bench.warmup: 0 must not time the engine build
-    assert Session.runs == 1
-    cpu = OrtTimer(Session(), min_warmup("CPUExecutionProvider"))
+    assert Runner.runs == 1
+    cpu = RunnerTimer(Runner(), min_warmup("CPUExecutionProvider"))
     cpu.bind({})
     cpu.warmup(0)
-    assert Session.runs == 1
+    assert Runner.runs == 1

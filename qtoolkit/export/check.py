@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from qtoolkit.export.cpu_layout import is_uint8_activation
 from qtoolkit.export.graph import QDQ_OPS, SHAPE_OPS, GraphIndex, attr
 from qtoolkit.quant.roles import ADD_LOCAL, ADD_RESIDUAL, QUANTIZER_ATTRS
 
@@ -55,6 +56,7 @@ RULES = {
     "residual-add-not-quantized": "a quantized residual Add input has no Q/DQ",
 }
 QUANT_METADATA_KEY = "qtoolkit.quant"
+TARGET_METADATA_KEY = "qtoolkit.target"
 
 _GEMM_OPS = ("MatMul", "Gemm", "Conv")
 _INTEGER_CONTRIB_OPS = frozenset(
@@ -141,8 +143,16 @@ def _metadata_cfg(model: onnx.ModelProto) -> QuantConfig | None:
 def check_model_proto(
     model: onnx.ModelProto, quant_cfg: QuantConfig | None = None
 ) -> list[Violation]:
-    """`check_onnx` on a loaded model, with the config given (None: structural rules only)."""
+    """`check_onnx` on a loaded model, with the config given (None: structural rules only).
+
+    A model exported with the CPU layout (metadata `qtoolkit.target: onnxruntime`) may carry
+    uint8 activations with zero point 128 (see cpu_layout.py); those are not reported, every
+    other rule still applies.
+    """
     idx = GraphIndex(model.graph)
+    cpu_layout = any(
+        p.key == TARGET_METADATA_KEY and p.value == "onnxruntime" for p in model.metadata_props
+    )
     found: list[Violation] = []
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version < 13:
@@ -151,7 +161,8 @@ def check_model_proto(
             )
     for node in model.graph.node:
         if node.op_type in QDQ_OPS:
-            found += _check_qdq(idx, node)
+            if not (cpu_layout and is_uint8_activation(idx, node)):
+                found += _check_qdq(idx, node)
         elif _is_integer_op(node.op_type):
             found.append(
                 Violation(

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["GraphIndex", "SHAPE_OPS", "QDQ_OPS", "attr"]
+__all__ = ["GraphIndex", "SHAPE_OPS", "QDQ_OPS", "attr", "prune_unused", "same_qdq_params"]
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Ops that move data without changing values: TensorRT propagates Q backwards and DQ forwards
@@ -74,3 +74,32 @@ class GraphIndex:
             node = self.producer.get(node.input[0])
             seen += 1
         return node
+
+
+def same_qdq_params(idx: GraphIndex, a: onnx.NodeProto, b: onnx.NodeProto) -> bool:
+    """Whether two Q/DQ nodes have equal constant scales, zero points and axis."""
+    if attr(a, "axis", 1) != attr(b, "axis", 1) or len(a.input) != len(b.input):
+        return False
+    for x, y in zip(a.input[1:], b.input[1:], strict=True):
+        vx, vy = idx.constant(x), idx.constant(y)
+        if vx is None or vy is None or vx.dtype != vy.dtype or not np.array_equal(vx, vy):
+            return False
+    return True
+
+
+def prune_unused(model: onnx.ModelProto) -> None:
+    """Drop nodes whose outputs nobody reads and initializers no node reads."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {i for n in graph.node for i in n.input} | outputs
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)

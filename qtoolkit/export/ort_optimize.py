@@ -44,6 +44,24 @@ class GemmCensus:
     def int8_by_op(self) -> dict[str, int]:
         return {k: v for k, v in self.op_counts.items() if k in INT8_GEMM_OPS}
 
+    @property
+    def quantize_nodes(self) -> int:
+        """QuantizeLinear / DynamicQuantizeLinear nodes: activation quantizations per run."""
+        return self.op_counts.get("QuantizeLinear", 0) + self.op_counts.get(
+            "DynamicQuantizeLinear", 0
+        )
+
+    def summary(self) -> str:
+        """One line: what ran in INT8 and in float, and how many quantizations are left."""
+
+        def ops(counts: dict[str, int]) -> str:
+            return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"
+
+        return (
+            f"after ONNX Runtime's CPU optimizer: INT8 GEMMs {ops(self.int8_by_op())}; float "
+            f"GEMMs {ops(self.float_by_op())}; {self.quantize_nodes} QuantizeLinear"
+        )
+
 
 def ort_gemm_census(path: str | Path, threads: int | None = None) -> GemmCensus:
     """Load `path` in a CPU session and count float vs INT8 GEMM-like nodes ORT kept."""

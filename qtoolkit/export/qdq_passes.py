@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from qtoolkit.export.graph import GraphIndex, attr
+from qtoolkit.export.graph import GraphIndex, attr, prune_unused, same_qdq_params
 
 __all__ = [
     "PassReport",
@@ -41,6 +41,8 @@ class PassReport:
     merged_duplicates: int = 0
     removed_requantize: int = 0
     split_pairs: int = 0
+    convs_as_matmuls: int = 0
+    uint8_quantizers: int = 0
 
 
 def _broadcast(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
@@ -145,8 +147,8 @@ def remove_redundant_qdq(model: onnx.ModelProto) -> tuple[int, int]:
                     and dq.op_type == "DequantizeLinear"
                     and q is not None
                     and q.op_type == "QuantizeLinear"
-                    and _same_params(idx, q, node)
-                    and _same_params(idx, dq, node)
+                    and same_qdq_params(idx, q, node)
+                    and same_qdq_params(idx, dq, node)
                     and node.output[0] not in idx.graph_outputs
                 ):
                     _rewire(graph, node.output[0], q.output[0])
@@ -157,20 +159,12 @@ def remove_redundant_qdq(model: onnx.ModelProto) -> tuple[int, int]:
     return merged, requant
 
 
-def _same_params(idx: GraphIndex, a: onnx.NodeProto, b: onnx.NodeProto) -> bool:
-    if attr(a, "axis", 1) != attr(b, "axis", 1) or len(a.input) != len(b.input):
-        return False
-    for x, y in zip(a.input[1:], b.input[1:], strict=True):
-        vx, vy = idx.constant(x), idx.constant(y)
-        if vx is None or vy is None or vx.dtype != vy.dtype or not np.array_equal(vx, vy):
-            return False
-    return True
+def split_shared_qdq(model: onnx.ModelProto, share_quantize: bool = True) -> int:
+    """Give every consumer of an activation `Q -> DQ` its own DQ, with its own parameters.
 
-
-def split_shared_qdq(model: onnx.ModelProto) -> int:
-    """Give every consumer of an activation `Q -> DQ` its own pair, with its own parameters.
-
-    Returns the number of pairs added.
+    With `share_quantize` the consumers keep reading one QuantizeLinear (one quantization of
+    the tensor at run time); otherwise each gets its own Q as well. Returns the number of DQs
+    added.
     """
     graph = model.graph
     idx = GraphIndex(graph)
@@ -196,19 +190,22 @@ def split_shared_qdq(model: onnx.ModelProto) -> int:
             new_inits += [
                 numpy_helper.from_array(v, n) for v, n in zip(params, names, strict=False)
             ]
-            q2 = copy.deepcopy(q)
-            q2.name = f"{q.name}/split{k}"
-            q2.input[1:] = names[: len(q.input) - 1]
-            q2.output[0] = f"{q.output[0]}/split{k}"
+            q_out = q.output[0]
+            if not share_quantize:
+                q2 = copy.deepcopy(q)
+                q2.name = f"{q.name}/split{k}"
+                q2.input[1:] = names[: len(q.input) - 1]
+                q2.output[0] = q_out = f"{q.output[0]}/split{k}"
+                pairs.append(q2)
             dq2 = copy.deepcopy(dq)
             dq2.name = f"{dq.name}/split{k}"
-            dq2.input[:] = [q2.output[0], *names[: len(dq.input) - 1]]
+            dq2.input[:] = [q_out, *names[: len(dq.input) - 1]]
             dq2.output[0] = f"{dq.output[0]}/split{k}"
             for i, inp in enumerate(consumer.input):
                 if inp == dq.output[0]:
                     consumer.input[i] = dq2.output[0]
                     break
-            pairs += [q2, dq2]
+            pairs.append(dq2)
         added[q.output[0]] = pairs
     if not added:
         return 0
@@ -221,32 +218,31 @@ def split_shared_qdq(model: onnx.ModelProto) -> int:
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
     prune_unused(model)
-    return sum(len(p) // 2 for p in added.values())
+    return sum(sum(n.op_type == "DequantizeLinear" for n in p) for p in added.values())
 
 
-def prune_unused(model: onnx.ModelProto) -> None:
-    """Drop nodes whose outputs nobody reads and initializers no node reads."""
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    used = {i for n in graph.node for i in n.input} | outputs
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+def optimize_qdq(
+    model: onnx.ModelProto,
+    split_shared: bool = True,
+    convs_as_matmuls: bool | None = None,
+    share_quantize: bool = True,
+) -> PassReport:
+    """All passes in order, in place; `split_shared` selects the ONNX Runtime (CPU) layout.
 
+    The CPU layout (see cpu_layout.py) also rewrites pointwise convolutions as MatMuls
+    (`convs_as_matmuls`, default: with `split_shared`), lets the consumers of a tensor share its
+    QuantizeLinear (`share_quantize`) and moves activations to uint8.
+    """
+    from qtoolkit.export.conv_matmul import convs_to_matmuls
 
-def optimize_qdq(model: onnx.ModelProto, split_shared: bool = True) -> PassReport:
-    """All passes in order, in place; `split_shared` adds the ONNX Runtime layout pass."""
     report = PassReport()
     report.folded_weights = fold_weight_quantizers(model)
     report.merged_duplicates, report.removed_requantize = remove_redundant_qdq(model)
+    if split_shared if convs_as_matmuls is None else convs_as_matmuls:
+        report.convs_as_matmuls = convs_to_matmuls(model)
     if split_shared:
-        report.split_pairs = split_shared_qdq(model)
+        from qtoolkit.export.cpu_layout import uint8_activations
+
+        report.split_pairs = split_shared_qdq(model, share_quantize)
+        report.uint8_quantizers = uint8_activations(model)
     return report

@@ -1,0 +1,115 @@
+"""The CPU Q/DQ layout (`export.target: onnxruntime`) on tiny BERT and SqueezeBERT models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from qtoolkit.export import check_onnx, export_onnx
+from qtoolkit.export.check import TARGET_METADATA_KEY
+from qtoolkit.export.ort_optimize import ort_gemm_census
+from qtoolkit.export.qdq_passes import (
+    fold_weight_quantizers,
+    remove_redundant_qdq,
+    split_shared_qdq,
+)
+from qtoolkit.export.torch_export import export_model_proto
+from qtoolkit.export.validate import ort_session
+from qtoolkit.recipe import ExportConfig
+
+from .test_export import _batch, _calibrated
+
+# The pooler and classifier work on one vector per example; ORT keeps those Gemms in float
+# (see cpu_layout.py). Every other GEMM-like node must run in INT8.
+_HEAD_GEMMS = {"Gemm", "FusedGemm"}
+
+
+@pytest.fixture(scope="module", params=["bert", "squeezebert"])
+def exported(request, tiny_bert_dir, tiny_squeezebert_dir, tmp_path_factory):
+    model_dir = {"bert": tiny_bert_dir, "squeezebert": tiny_squeezebert_dir}[request.param]
+    loaded, batches = _calibrated(model_dir, lengths=(12, 20))
+    out = tmp_path_factory.mktemp(f"cpu-{request.param}")
+    cpu = export_onnx(loaded.model, out / "cpu.onnx", ExportConfig(target="onnxruntime"), batches)
+    trt = export_onnx(loaded.model, out / "trt.onnx", ExportConfig(), batches)
+    return request.param, loaded, batches, cpu, trt
+
+
+def _outputs(path, batches) -> list[np.ndarray]:
+    session = ort_session(path)
+    names = {i.name for i in session.get_inputs()}
+    return [
+        session.run(None, {k: v.numpy() for k, v in b.items() if k in names})[0] for b in batches
+    ]
+
+
+def test_every_matmul_and_conv_runs_in_int8_after_orts_optimizer(exported):
+    arch, loaded, _, cpu, trt = exported
+    census = ort_gemm_census(cpu.path)
+    assert set(census.float_by_op()) <= _HEAD_GEMMS, census.float_by_op()
+    assert sum(census.float_by_op().values()) <= 2
+    layers = loaded.model.config.num_hidden_layers
+    if arch == "bert":
+        expected = layers * (6 + 2)  # 6 linears and 2 attention matmuls a layer
+    else:
+        # Every group of every pointwise conv is its own int8 GEMM; plus 2 attention matmuls.
+        cfg = loaded.model.config
+        groups = cfg.q_groups + cfg.k_groups + cfg.v_groups + cfg.post_attention_groups
+        groups += cfg.intermediate_groups + cfg.output_groups
+        expected = layers * (groups + 2)
+        assert cpu.convs_as_matmuls == 6 * layers
+        # The TensorRT layout keeps its grouped convolutions.
+        assert sum(n.op_type == "Conv" for n in onnx.load(trt.path).graph.node) == 6 * layers
+    assert census.int8_gemms == expected, census.int8_by_op()
+    assert cpu.ort_census is not None and cpu.ort_census.int8_gemms == expected
+    assert "float GEMMs" in cpu.summary() and "QuantizeLinear" in cpu.summary()
+
+
+def test_one_quantize_per_tensor_instead_of_one_per_consumer(exported):
+    _, loaded, batches, cpu, _ = exported
+    census = ort_gemm_census(cpu.path)
+    # The previous CPU layout: an int8 Q/DQ pair per consumer.
+    proto = export_model_proto(loaded.model, "sequence-classification", batches[0], 17)
+    fold_weight_quantizers(proto)
+    remove_redundant_qdq(proto)
+    split_shared_qdq(proto, share_quantize=False)
+    per_consumer = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    assert census.quantize_nodes < per_consumer
+    model = onnx.load(cpu.path)
+    graph_qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len({q.input[0] for q in graph_qs}) == len(graph_qs)  # no tensor quantized twice
+
+
+def test_outputs_match_pytorch_and_the_tensorrt_layout(exported):
+    _, _, batches, cpu, trt = exported
+    assert cpu.validation.passed and cpu.validation.max_abs_diff < 0.05
+    # Same int8 values times the same scales: the layouts differ only in float summation order.
+    more = [_batch(3, 9, 7), *batches]
+    for a, b in zip(_outputs(cpu.path, more), _outputs(trt.path, more), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_check_accepts_uint8_activations_only_in_the_cpu_layout(exported):
+    _, _, _, cpu, _ = exported
+    assert cpu.violations == [] and check_onnx(cpu.path) == []
+    model = onnx.load(cpu.path)
+    zero_points = {
+        t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.dims == []
+    }
+    assert any(v.dtype == np.uint8 and v == 128 for v in zero_points.values())
+    for prop in model.metadata_props:
+        if prop.key == TARGET_METADATA_KEY:
+            prop.value = "tensorrt"
+    rules = {v.rule for v in check_onnx(model)}
+    assert rules == {"not-int8", "nonzero-zero-point"}
+
+
+def test_openvino_runs_the_cpu_layout_like_onnx_runtime(exported, tmp_path):
+    ov = pytest.importorskip("openvino")
+    _, _, batches, cpu, _ = exported
+    compiled = ov.Core().compile_model(str(cpu.path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = {p.get_any_name() for p in compiled.inputs}
+    expected = _outputs(cpu.path, batches)
+    for batch, ref in zip(batches, expected, strict=True):
+        got = compiled({k: v.numpy() for k, v in batch.items() if k in names})[0]
+        np.testing.assert_allclose(got, ref, atol=0.05)

@@ -154,3 +154,34 @@ def test_mse_runs_on_cpu_only_machine(tiny_bert_dir, sample_batch):
         result = calibrate(model, lambda m: m(**sample_batch), CalibConfig(method=method, stride=8))
         assert not result.unused
         assert all(hasattr(q, "_amax") for _, q in iter_quantizers(model))
+
+
+def test_a_new_calibrator_is_one_registry_entry(monkeypatch, tiny_bert_dir, sample_batch):
+    """Registering a method is all it takes: the recipe accepts it and calibration uses it."""
+    from qtoolkit.models import load_model
+    from qtoolkit.quant import calibrate, insert_quantizers
+    from qtoolkit.quant.calib import registry
+    from qtoolkit.recipe import CalibConfig, ModelConfig, QuantConfig
+
+    def half_range(counts, edges, cfg, num_bits, unsigned) -> float:
+        return float(edges[-1]) / 2  # a deliberately odd rule whose result is easy to predict
+
+    entry = registry.Calibrator("half-range", "histogram", "half the histogram's range", half_range)
+    monkeypatch.setitem(registry.CALIBRATORS, entry.name, entry)
+    monkeypatch.setattr(registry, "CALIB_METHODS", (*registry.CALIB_METHODS, entry.name))
+
+    model = load_model(ModelConfig(path=str(tiny_bert_dir))).model
+    insert_quantizers(model, QuantConfig())
+    calibrate(model, lambda m: m(**sample_batch), CalibConfig(method="half-range"))
+    got = {n: float(q.amax) for n, q in iter_quantizers(model) if n.endswith("_input_quantizer")}
+    model = load_model(ModelConfig(path=str(tiny_bert_dir))).model
+    insert_quantizers(model, QuantConfig())
+    calibrate(model, lambda m: m(**sample_batch), CalibConfig(method="max"))
+    ref = {n: float(q.amax) for n, q in iter_quantizers(model) if n.endswith("_input_quantizer")}
+    assert got and got.keys() == ref.keys()
+    for name, amax in got.items():
+        # The histogram's range is the first batch's range doubled until it holds the absolute
+        # maximum, so it lies in [max, 2 max) and half of it in [max / 2, max): never the max.
+        assert ref[name] / 2 * (1 - 1e-6) <= amax < ref[name], name
+    with pytest.raises(ValueError, match="unknown method"):
+        CalibConfig(method="no-such-method")

@@ -40,6 +40,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _usual_permissions(tmp)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -78,6 +79,17 @@ def _named(exc: OSError, tmp: Path | None, target: Path) -> OSError:
     if name.startswith(str(tmp)):
         name = str(target) + name[len(str(tmp)) :]
     return OSError(exc.errno, exc.strerror, name)
+
+
+def _usual_permissions(root: Path) -> None:
+    """Give what a stage wrote under `root` the umask's permissions: some writers (safetensors)
+    create files 0600, which other users of a shared output folder could not read."""
+    mask = _umask()
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        path.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def _umask() -> int:

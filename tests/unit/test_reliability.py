@@ -680,3 +680,24 @@ def test_run_force_replaces_its_own_outputs(intact, tmp_path):
         result = _run("run", recipe, "--force")
         assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "calibrated" / "model.safetensors").is_file()
+
+
+def test_outputs_get_the_usual_permissions(intact, tmp_path):
+    """Outputs are staged in mkdtemp/mkstemp (0700/0600) and moved into place; the final files
+    and folders must carry the umask's permissions instead."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "c"
+        assert _run(*_cal(intact, "bert", "--num-samples", 8, "-o", out)).exit_code == 0
+        onnx_out = tmp_path / "e" / "model.onnx"
+        exported = _run("export-onnx", out, "--calib-file", intact / "calib.jsonl", "-o", onnx_out)
+        assert exported.exit_code == 0, exported.output
+    finally:
+        os.umask(old)
+    written = [out, *out.rglob("*"), onnx_out.parent, *onnx_out.parent.rglob("*")]
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in written}
+    wrong = {str(p): oct(m) for p, m in modes.items() if m != (0o755 if p.is_dir() else 0o644)}
+    assert not wrong, wrong

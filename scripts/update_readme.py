@@ -142,7 +142,88 @@ def render_run(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_OV_ROWS = {
+    "ort-fp32": "ONNX Runtime fp32",
+    "ort-int8": "ONNX Runtime, qtool INT8",
+    "ov-fp32": "OpenVINO f32 (forced)",
+    "ov-default": "OpenVINO default precision ({precision})",
+    "nncf-int8": "OpenVINO, NNCF INT8",
+    "ov-int8": "OpenVINO, qtool INT8 (CPU layout)",
+    "ov-int8-trt": "OpenVINO, qtool INT8 (TensorRT layout)",
+}
+
+
+def render_bench_openvino(data: dict[str, Any]) -> str:
+    """scripts/bench_openvino.py: median ms (x ONNX Runtime fp32) and test accuracy per model."""
+    out = []
+    for model, shapes in data["latency"].items():
+        info = data["models"][model]
+        precision = info["openvino"]["ov-default"]["inference_precision"]
+        names = list(shapes)
+        acc = info.get("accuracy") or {}
+        head = f"| {model} | " + " | ".join(names)
+        rule = "|---|" + "---:|" * len(names)
+        if acc:
+            head += " | test accuracy | Δ vs fp32 (points, 95% CI) | agreement with fp32 (95% CI)"
+            rule += "---:|---|---|"
+        out += [head + " |", rule]
+        for v, label in _OV_ROWS.items():
+            cells = []
+            for s in names:
+                ms, base = shapes[s][v]["median_ms"], shapes[s]["ort-fp32"]["median_ms"]
+                cells.append(f"{ms:.1f} ({base / ms:.2f}x)")
+            row = f"| {label.format(precision=precision)} | " + " | ".join(cells)
+            if acc:
+                a = acc[v]
+                d, g = a["delta_vs_fp32"], a["agreement"]
+                tie = " tie" if d["low"] <= 0 <= d["high"] else ""
+                delta = (
+                    ""
+                    if v == "ort-fp32"
+                    else (
+                        f"{100 * d['value']:+.2f} [{100 * d['low']:+.2f}, "
+                        f"{100 * d['high']:+.2f}]{tie}"
+                    )
+                )
+                agree = (
+                    ""
+                    if v == "ort-fp32"
+                    else (f"{100 * g['value']:.2f}% [{100 * g['low']:.2f}, {100 * g['high']:.2f}]")
+                )
+                row += f" | {a['accuracy']:.4f} | {delta} | {agree}"
+            out.append(row + " |")
+        ratios = data["ratios"][model]
+        out.append("")
+        out.append(
+            "Speed-ups: "
+            + "; ".join(
+                f"{s}: qtool/NNCF {r['ov-int8 / nncf-int8']:.2f}x (TensorRT layout "
+                f"{r['ov-int8-trt / nncf-int8']:.2f}x), qtool/default "
+                f"{r['ov-int8 / ov-default']:.2f}x, "
+                f"OpenVINO/ORT INT8 {r['ov-int8 / ort-int8']:.2f}x"
+                for s, r in ratios.items()
+            )
+            + "."
+        )
+        if acc:
+            out.append(
+                f"Accuracy on {info['num_test']} test sentences; calibration "
+                f"{info['calibration_sentences']} sentences for both tools."
+            )
+        out.append("")
+    runs = min(
+        v["runs"] for sh in data["latency"].values() for r in sh.values() for v in r.values()
+    )
+    out.append(
+        f"NNCF {data['nncf']}: `nncf.quantize(model_type=TRANSFORMER)` on the same fp32 ONNX; "
+        f"qtool: `calib.method: {data['recipe']['calib']['method']}` from the recipe. Median of "
+        f"{runs}+ interleaved rounds per shape."
+    )
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_openvino": render_bench_openvino,
     "run": render_run,
     "ptq": render_ptq,
     "bench": render_bench,

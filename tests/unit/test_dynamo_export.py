@@ -73,7 +73,11 @@ def test_same_outputs_in_onnx_runtime(exports):
     for batch in [*batches, _batch(3, 27, seed=9)]:
         a, b = ts(batch)["logits"], dyn(batch)["logits"]
         assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, atol=1e-4)
+        # The two graphs sum in different orders, so an activation that lands on a rounding
+        # boundary can quantize one step apart (seen: 0.0018 on one logit of 8, on an AMD EPYC);
+        # a wrong scale or a missing Q/DQ moves every logit by far more.
+        np.testing.assert_allclose(a, b, atol=1e-2)
+        assert np.mean(np.abs(a - b) <= 1e-4) >= 0.75, np.abs(a - b)
 
 
 def test_constant_fake_quant_matches_the_quantizers_and_restores_them(exports):

@@ -6,18 +6,22 @@ follows the Conv; SqueezeBERT's post-attention, intermediate and output convolut
 residual add or GELU, so they ran in float (36 of 72 convolutions in INT8 at squeezebert-uncased
 size). A MatMul needs no output Q: `DQ -> MatMul` becomes `MatMulIntegerToFloat`.
 
-A 1x1 convolution with `g` groups is `g` independent GEMMs over the channel slices:
+A 1x1 convolution with `g` groups is one batched GEMM over the groups:
 
-    Q(x) [B, Cin, S] -> Transpose [B, S, Cin] -> Split(axis 2, g parts)      (quantized data)
-      -> per group i: DequantizeLinear
-         -> MatMul(Transpose(DQ(W_i [Cout/g, Cin/g] int8, scale on axis 0)))
-         -> Add(bias_i)
-      -> Concat(axis 2) -> Transpose [B, Cout, S]
+    Q(x) [B, Cin, S] -> Reshape [B, g, Cin/g, S] -> Transpose [B, g, S, Cin/g]   (quantized data)
+      -> DequantizeLinear
+      -> MatMul(DQ(W [g, Cin/g, Cout/g] int8, scale 1))                 [B, g, S, Cout/g]
+      -> Mul(per-output-channel weight scale [g, 1, Cout/g]) -> Add(bias [g, 1, Cout/g])
+      -> Transpose [B, g, Cout/g, S] -> Reshape [B, Cout, S]
 
-The transposes and splits move quantized bytes (a quarter of the float ones); the products are
-the same integers times the same scales, so outputs match the Conv form up to float summation
-order. Grouped weights stay grouped: no block-diagonal expansion (which would cost g x FLOPs).
-ORT fuses `Q -> Transpose/Split -> DQ -> MatMul` only with uint8 activations (on x86 it turns
+ORT's integer MatMul takes a per-column weight scale only for a 2-D weight, so the weight is
+dequantized with scale 1 and its per-channel scale is applied to the output: `(x_q - z) s_x @
+(W_q s_w)` equals `((x_q - z) s_x @ W_q) s_w` exactly, so the products are the same integers
+times the same scales and outputs match the Conv form up to float summation order. Grouped
+weights stay grouped: no block-diagonal expansion (which would cost g x FLOPs). One batched GEMM
+replaces the earlier per-group GEMMs with their Split, Concat and per-group bias Adds, which on
+ORT cost almost as much as the GEMMs they fed (see scripts/bench_cpu.py's profile).
+ORT fuses `Q -> Reshape/Transpose -> DQ -> MatMul` only with uint8 activations (on x86 it turns
 int8 Q/DQ into uint8 only where a Q feeds a DQ directly), so the CPU layout runs
 `uint8_activations` after this pass.
 
@@ -94,43 +98,48 @@ def _match(idx: GraphIndex, conv: onnx.NodeProto):
     return x_dq, weight, w_scale.astype(np.float32), bias
 
 
-def _int8_slices(base: str, x_q: str, groups: int, width: int):
-    """`x_q` [B, C, S] int8 -> Transpose [B, S, C] -> Split into `groups` along C.
+def _grouped_view(base: str, x_q: str, groups: int, width: int):
+    """`x_q` [B, C, S] -> Reshape [B, g, C/g, S] -> Transpose [B, g, S, C/g].
 
-    Returns the slice names, the nodes and their initializers.
-    """
+    Returns the view's name, its nodes and their initializers."""
+    shape = numpy_helper.from_array(np.array([0, groups, width, -1], np.int64), f"{base}/gshape")
     nodes = [
-        helper.make_node("Transpose", [x_q], [f"{base}/xt"], f"{base}/Transpose", perm=[0, 2, 1])
+        helper.make_node("Reshape", [x_q, shape.name], [f"{base}/xg"], f"{base}/Reshape"),
+        helper.make_node(
+            "Transpose", [f"{base}/xg"], [f"{base}/xt"], f"{base}/Transpose", perm=[0, 1, 3, 2]
+        ),
     ]
-    if groups == 1:
-        return [f"{base}/xt"], nodes, []
-    sizes = numpy_helper.from_array(np.full(groups, width, np.int64), f"{base}/sizes")
-    parts = [f"{base}/x{i}" for i in range(groups)]
-    nodes.append(
-        helper.make_node("Split", [f"{base}/xt", sizes.name], parts, f"{base}/Split", axis=2)
-    )
-    return parts, nodes, [sizes]
+    return f"{base}/xt", nodes, [shape]
 
 
-def _group_gemm(
+def _batched_gemm(
     p: str,
     xq: str,
+    out: str,
     x_scale: np.ndarray,
     x_zero: np.ndarray,
     weight: np.ndarray,
     w_scale: np.ndarray,
     bias: np.ndarray | None,
-) -> tuple[str, list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """`DQ(xq) @ DQ(weight [Cout/g, Cin/g, 1])^T (+ bias)`; returns output, nodes, initializers."""
-    cout = weight.shape[0]
+    groups: int,
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """`DQ(xq) @ W_q` per group, then the weight scale and bias per output channel into `out`."""
+    cout, cin_g = weight.shape[0], weight.shape[1]
+
+    def per_group(v: np.ndarray) -> np.ndarray:  # [Cout] -> [g, 1, Cout/g]
+        return np.ascontiguousarray(v.reshape(groups, 1, cout // groups).astype(np.float32))
+
+    w = weight[:, :, 0].reshape(groups, cout // groups, cin_g).transpose(0, 2, 1)
     # Own scale/zero-point initializers per DQ: ORT's common-subexpression pass would otherwise
     # merge DQs of one shared Q and break the one-consumer rule of its QDQ fusion.
     inits = [
         numpy_helper.from_array(x_scale.reshape(()).astype(np.float32), f"{p}/x_scale"),
         numpy_helper.from_array(x_zero.reshape(()), f"{p}/x_zero_point"),
-        numpy_helper.from_array(np.ascontiguousarray(weight[:, :, 0]), f"{p}/w"),
-        numpy_helper.from_array(w_scale, f"{p}/w_scale"),
-        numpy_helper.from_array(np.zeros(cout, np.int8), f"{p}/w_zero_point"),
+        numpy_helper.from_array(np.ascontiguousarray(w), f"{p}/w"),
+        numpy_helper.from_array(np.array(1.0, np.float32), f"{p}/w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), f"{p}/w_zero_point"),
+        numpy_helper.from_array(np.array([0, cout, -1], np.int64), f"{p}/yshape"),
+        numpy_helper.from_array(per_group(w_scale), f"{p}/channel_scale"),
     ]
     nodes = [
         helper.make_node(
@@ -144,23 +153,28 @@ def _group_gemm(
             [f"{p}/w", f"{p}/w_scale", f"{p}/w_zero_point"],
             [f"{p}/wd"],
             f"{p}/DequantizeLinear_w",
-            axis=0,
         ),
-        # [Cout/g, Cin/g] with its scale on axis 0, transposed for the MatMul: the form torch
-        # exports for nn.Linear, which TensorRT's rules and ORT's fusion both accept.
-        helper.make_node("Transpose", [f"{p}/wd"], [f"{p}/wt"], f"{p}/Transpose_w", perm=[1, 0]),
-        helper.make_node("MatMul", [f"{p}/xd", f"{p}/wt"], [f"{p}/y"], f"{p}/MatMul"),
+        helper.make_node("MatMul", [f"{p}/xd", f"{p}/wd"], [f"{p}/y"], f"{p}/MatMul"),
+        # Scale and bias on the GEMM's own output layout [B, g, S, Cout/g], then back to
+        # [B, Cout, S]. With the Mul after the Reshape back, OpenVINO 2026.4 (f32) put the
+        # SqueezeBERT logits 0.24 off while ONNX Runtime matched PyTorch
+        # (test_openvino_runs_the_cpu_layout_like_onnx_runtime).
+        helper.make_node("Mul", [f"{p}/y", f"{p}/channel_scale"], [f"{p}/ys"], f"{p}/Mul"),
     ]
-    out = f"{p}/y"
+    last = f"{p}/ys"
     if bias is not None:
-        inits.append(numpy_helper.from_array(bias.astype(np.float32), f"{p}/bias"))
-        nodes.append(helper.make_node("Add", [out, f"{p}/bias"], [f"{p}/yb"], f"{p}/Add"))
-        out = f"{p}/yb"
-    return out, nodes, inits
+        inits.append(numpy_helper.from_array(per_group(bias), f"{p}/bias"))
+        nodes.append(helper.make_node("Add", [last, f"{p}/bias"], [f"{p}/yb"], f"{p}/Add"))
+        last = f"{p}/yb"
+    nodes += [
+        helper.make_node("Transpose", [last], [f"{p}/yt"], f"{p}/TransposeBack", perm=[0, 1, 3, 2]),
+        helper.make_node("Reshape", [f"{p}/yt", f"{p}/yshape"], [out], f"{p}/ReshapeBack"),
+    ]
+    return nodes, inits
 
 
 def convs_to_matmuls(model: onnx.ModelProto) -> int:
-    """Replace each quantized pointwise Conv by per-group `Q -> DQ -> MatMul` (see module doc).
+    """Replace each quantized pointwise Conv by one batched `Q -> DQ -> MatMul` (module doc).
 
     Returns the number of Conv nodes rewritten.
     """
@@ -168,7 +182,7 @@ def convs_to_matmuls(model: onnx.ModelProto) -> int:
     idx = GraphIndex(graph)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     inits: list[onnx.TensorProto] = []
-    sliced: dict[tuple, list[str]] = {}
+    views: dict[tuple, str] = {}
     for position, conv in enumerate(graph.node):
         found = _match(idx, conv)
         if found is None:
@@ -178,41 +192,20 @@ def convs_to_matmuls(model: onnx.ModelProto) -> int:
         cout, cin_g = weight.shape[0], weight.shape[1]
         if cout % groups:
             continue
-        cout_g = cout // groups
         base = conv.name or conv.output[0]
         x_scale, x_zero = (idx.constant(n) for n in x_dq.input[1:3])
         key = (x_dq.input[0], groups, cin_g)
         nodes: list[onnx.NodeProto] = []
-        if key not in sliced:
-            # One Transpose/Split per quantized tensor: SqueezeBERT's Q, K and V convolutions
-            # read the same one, and each of their GEMMs gets its own DQ of the shared slices.
-            sliced[key], nodes, new = _int8_slices(base, x_dq.input[0], groups, cin_g)
+        if key not in views:
+            # One grouped view per quantized tensor: SqueezeBERT's Q, K and V convolutions read
+            # the same one, and each of their GEMMs gets its own DQ of it.
+            views[key], nodes, new = _grouped_view(base, x_dq.input[0], groups, cin_g)
             inits += new
-        outs = []
-        for i, xq in enumerate(sliced[key]):
-            rows = slice(i * cout_g, (i + 1) * cout_g)
-            out, new_nodes, new = _group_gemm(
-                f"{base}/g{i}",
-                xq,
-                x_scale,
-                x_zero,
-                weight[rows],
-                w_scale[rows],
-                None if bias is None else bias[rows],
-            )
-            outs.append(out)
-            nodes += new_nodes
-            inits += new
-        joined = outs[0]
-        if groups > 1:
-            joined = f"{base}/y"
-            nodes.append(helper.make_node("Concat", outs, [joined], f"{base}/Concat", axis=2))
-        nodes.append(
-            helper.make_node(
-                "Transpose", [joined], [conv.output[0]], f"{base}/TransposeBack", perm=[0, 2, 1]
-            )
+        new_nodes, new = _batched_gemm(
+            base, views[key], conv.output[0], x_scale, x_zero, weight, w_scale, bias, groups
         )
-        replaced[position] = nodes
+        replaced[position] = nodes + new_nodes
+        inits += new
     if not replaced:
         return 0
     new_nodes: list[onnx.NodeProto] = []

@@ -109,6 +109,7 @@ def measure(args) -> dict[str, Any]:
         print(f"{label}: {json.dumps(outcome.to_json()['test'])}", flush=True)
     recipe = load_recipe(args.recipe, args.set)
     return {
+        "renderer": "autoquant",
         "recipe": str(args.recipe),
         "overrides": args.set,
         "model": str(recipe.model.path),

@@ -222,7 +222,74 @@ def render_bench_openvino(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+_CPU_ROWS = {
+    "ort-fp32": "ORT fp32",
+    "ort-int8": "ORT qtool INT8 (CPU layout)",
+    "ort-dynamic": "ORT `quantize_dynamic`",
+    "ov-f32": "OpenVINO f32 (forced)",
+    "ov-default": "OpenVINO default ({precision})",
+    "ov-int8": "OpenVINO qtool INT8, CPU layout",
+    "ov-int8-trt": "OpenVINO qtool INT8, TensorRT layout",
+}
+
+
+def render_bench_cpu(data: dict[str, Any]) -> str:
+    """scripts/bench_cpu.py: median ms (x the model's ORT fp32) per model and shape."""
+    latency, out = data["latency"], []
+    for model, info in data["models"].items():
+        shapes = [s for s in latency if f"{model}/ort-fp32" in latency[s]]
+        precision = next(iter(info.get("ov_precision", {}).values()), "?")
+        precision = str(precision).split("'")[1] if "'" in str(precision) else precision
+        out += [f"| {model} | " + " | ".join(shapes) + " |", "|---|" + "---:|" * len(shapes)]
+        for v, label in _CPU_ROWS.items():
+            if not all(f"{model}/{v}" in latency[s] for s in shapes):
+                continue
+            cells = []
+            for s in shapes:
+                ms = latency[s][f"{model}/{v}"]["median_ms"]
+                base = latency[s][f"{model}/ort-fp32"]["median_ms"]
+                cells.append(f"{ms:.1f} ({base / ms:.2f}x)")
+            out.append(f"| {label.format(precision=precision)} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["| goal ratio (>1: the first is faster) | " + " | ".join(data["ratios"]) + " |"]
+    out.append("|---|" + "---:|" * len(data["ratios"]))
+    labels = sorted({k for r in data["ratios"].values() for k in r})
+    for label in labels:
+        cells = [f"{r[label]:.2f}x" if label in r else "-" for r in data["ratios"].values()]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_autoquant(data: dict[str, Any]) -> str:
+    """scripts/autoquant_results.py: PTQ against SmoothQuant + bias correction + fallback."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from autoquant_results import render_autoquant as render
+
+    return render(data)
+
+
+def render_dist(data: dict[str, Any]) -> str:
+    """scripts/bench_dist.py: 1 process against 2 (torchrun) on the same cores."""
+    lines = ["| stage | 1 process (s) | 2 processes (s) | speed-up |", "|---|---:|---:|---:|"]
+    runs = data["runs"]
+    for stage in ("calibrate", "qat"):
+        one, two = runs[f"{stage}, 1 process"]["seconds"], runs[f"{stage}, 2 processes"]["seconds"]
+        lines.append(f"| {stage} | {one:.0f} | {two:.0f} | {data['speedup'][stage]:.2f}x |")
+    a = data["args"]
+    lines += [
+        "",
+        f"Calibration: {a['calib_samples']} sentences, max |Δ amax| between the two "
+        f"{data['calibration_max_amax_diff']:.3g}; QAT: {a['qat_steps']} steps of the recipe's "
+        f"global batch. 1 process with {a['threads']} threads against 2 with "
+        f"{max(1, int(a['threads']) // 2)} each.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "autoquant": render_autoquant,
+    "bench_cpu": render_bench_cpu,
+    "dist": render_dist,
     "bench_openvino": render_bench_openvino,
     "run": render_run,
     "ptq": render_ptq,

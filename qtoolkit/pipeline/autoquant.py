@@ -57,6 +57,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
         stage_task,
     )
     from qtoolkit.quant import insert_quantizers, save_quantized
+    from qtoolkit.quant.bias_correction import correct_biases, revert_biases
     from qtoolkit.quant.calib.registry import CALIB_METHODS
     from qtoolkit.quant.fallback import fallback_units, find_fallback, gemm_census
     from qtoolkit.tasks.evaluation import agreement
@@ -111,7 +112,11 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
 
             apply_smoothquant(candidate, loop, alpha, sq.sites)
         for method, _ in _calibrations(candidate, loop, recipe, methods):
+            # Score each candidate as it would be built: with its own bias correction.
+            shifts = correct_biases(candidate, loop) if recipe.calib.bias_correction else None
             value, agree, metrics = dev_score(candidate, f"{method}, alpha {alpha}")
+            if shifts is not None:
+                revert_biases(candidate, shifts)
             candidates.append(
                 {"method": method, "alpha": alpha, "score": value, "agreement": agree, **metrics}
             )
@@ -129,8 +134,6 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     correction = None
     toggle = None
     if recipe.calib.bias_correction:
-        from qtoolkit.quant.bias_correction import correct_biases, revert_biases
-
         correction = correct_biases(model, loop)
 
         def toggle(units, on: bool) -> None:
@@ -165,8 +168,6 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
             toggle(search.chosen, True)
     if correction is not None and search.chosen:
         # Re-measure the corrections with the final float set (their inputs changed).
-        from qtoolkit.quant.bias_correction import correct_biases, revert_biases
-
         revert_biases(model, correction)
         correction = correct_biases(model, loop)
     final_dev = dev_score(model, "final")

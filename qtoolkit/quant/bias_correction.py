@@ -1,15 +1,22 @@
-"""Bias correction: remove the mean output error each quantized GEMM adds.
+"""Bias correction: remove the mean output error that weight rounding adds to each GEMM.
 
-Rounding weights and inputs to INT8 shifts the mean of a GEMM's outputs (per output channel);
-the shift adds up through the layers and flips borderline predictions. After calibration, one
-pass over the calibration data measures, for each quantized Linear/Conv1d, the float output
-(float weight, float input) against the fake-quantized output *on the same input* (the input
-the quantized model actually produces there), averaged over real tokens (padding excluded via
-the attention mask), and adds that mean difference to the bias. This is the "fast" variant
-(NNCF's FastBiasCorrection, Nagel et al. 2019's empirical correction): one pass, each layer's
-own error. The correction lives in the bias parameter, so checkpoints and ONNX exports carry it
-with nothing new to load. GEMMs without a bias are left alone (reported). A second call would
-measure against the corrected bias and add nothing useful: apply once, `revert_biases` undoes.
+Rounding a GEMM's weights to INT8 shifts the mean of its outputs per output channel, by
+`(W - W_q) E[x]`; the shift adds up through the layers. After calibration, one pass over the
+calibration data measures, for each quantized Linear/Conv1d, the output with float weights
+against the output with fake-quantized weights, both on the GEMM's own quantized input (the
+input the quantized model actually produces there), averaged over real tokens (padding excluded
+via the attention mask), and adds that mean difference to the bias. This is Nagel et al.
+(2019)'s empirical bias correction, in one pass (each layer's own error, as NNCF's
+FastBiasCorrection).
+
+Only the weight error is corrected, not the activation quantizer's: clipping an activation
+errs on a few outlier tokens, and moving every token's bias by their average hurt. On the
+fine-tuned MiniLM sentiment classifier, correcting the whole output error took dev agreement
+with fp32 from 97.0% to 91.0% (entropy calibration), and from 99.7% to 52.3% after SmoothQuant
+alpha 0.8; the weight-only correction kept 96.7% and 98.7% (300 dev sentences, a tie with no
+correction on this model). The correction lives in the bias parameter, so checkpoints and ONNX
+exports carry it with nothing new to load. GEMMs without a bias are left alone (reported). A
+second call would add the correction again: apply once, `revert_biases` undoes.
 """
 
 from __future__ import annotations
@@ -94,7 +101,10 @@ def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) 
 
     def hook_for(name: str, channels_first: bool):
         def hook(module, args, output):
-            x = args[0]
+            # The GEMM's own input as it quantizes it: the difference to its output is then
+            # the weight rounding's error alone, (W - W_q) x_q (see the module doc).
+            with torch.no_grad():
+                x = module._input_quantizer(args[0])
             diff = (_float_output(module, x) - output).detach().float()
             channel = 1 if channels_first and diff.dim() == 3 else diff.dim() - 1
             weights = _token_weights(diff, state["mask"], channels_first)

@@ -206,11 +206,10 @@ class ExportConfig(_Strict):
         description="torch's ONNX exporter: 'torchscript' (dynamo=False, deprecated upstream) or "
         "'dynamo' (torch.export; quantizers swapped for constant-scale Q/DQ; needs onnxscript).",
     )
-    target: Literal["tensorrt", "onnxruntime"] = Field(
+    target: Literal["tensorrt", "onnxruntime", "openvino"] = Field(
         "tensorrt",
-        description="Q/DQ layout: 'tensorrt' keeps one Q/DQ per tensor as exported; "
-        "'onnxruntime' gives each consumer its own Q/DQ so ORT's CPU int8 kernels take every "
-        "MatMul. Both pass the TensorRT check.",
+        description="Q/DQ layout: 'tensorrt' (and 'openvino', the same graph) one int8 Q/DQ per "
+        "tensor, convolutions kept; 'onnxruntime' the CPU layout for ONNX Runtime's int8 kernels.",
     )
     fp16: bool = Field(False, description="Non-quantized parts in fp16 (for TensorRT 11).")
     fp32_baseline: bool = Field(False, description="Also write the float model, <name>.fp32.onnx.")

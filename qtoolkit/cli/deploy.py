@@ -34,7 +34,9 @@ def export_onnx_cmd(
         bool | None,
         typer.Option("--fp32-baseline/--no-fp32-baseline", help="Also write <name>.fp32.onnx."),
     ] = None,
-    target: Annotated[str | None, typer.Option(help="Q/DQ layout: tensorrt | onnxruntime.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Q/DQ layout: tensorrt | onnxruntime | openvino.")
+    ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (>= 13, default 17).")] = None,
     calib_file: Annotated[
         Path | None, typer.Option(help="Sentences to trace and validate with.")

@@ -189,3 +189,39 @@ def test_build_engine_openvino_writes_validated_ir(export_dir, recipe, tmp_path)
     assert inside.exit_code != 0 and inside.output.startswith("error:")
     bad = _run("build-engine", export_dir / "model.onnx", "--runtime", "onnx")
     assert bad.exit_code != 0 and "--runtime must be tensorrt or openvino" in bad.output
+
+
+def test_openvino_target_is_the_one_qdq_per_tensor_layout(export_dir, recipe, tmp_path):
+    """`export.target: openvino` writes the graph OpenVINO runs fastest (the tensorrt layout,
+    measured in scripts/bench_openvino.py); build-engine says so for a CPU-layout file."""
+    import onnx
+
+    calib = recipe.data.calib_file
+    paths = {}
+    for target in ("openvino", "onnxruntime"):
+        paths[target] = tmp_path / target / "model.onnx"
+        ex = _run("export-onnx", export_dir.parent / "c", "-o", paths[target], "--target", target,
+                  "--calib-file", calib)  # fmt: skip
+        assert ex.exit_code == 0, ex.output
+
+    def census(path):
+        model = onnx.load(path)
+        meta = {p.key: p.value for p in model.metadata_props}
+        ops = sorted(n.op_type for n in model.graph.node)
+        return meta["qtoolkit.target"], ops
+
+    target, ops = census(paths["openvino"])
+    assert target == "openvino" and ops == census(export_dir / "model.onnx")[1]  # tensorrt layout
+    assert census(paths["onnxruntime"])[1] != ops
+    pytest.importorskip("openvino")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(
+        f"name: t\noutput_dir: {tmp_path / 'run'}\ndata: {{calib_file: {calib}}}\n"
+    )
+    notes = {}
+    for target, path in paths.items():
+        built = _run("build-engine", path, "--runtime", "openvino", "-r", recipe_file,
+                     "-o", tmp_path / f"ov-{target}")  # fmt: skip
+        assert built.exit_code == 0, built.output
+        notes[target] = "--target openvino" in built.output
+    assert notes == {"openvino": False, "onnxruntime": True}

@@ -148,8 +148,8 @@ _OV_ROWS = {
     "ov-fp32": "OpenVINO f32 (forced)",
     "ov-default": "OpenVINO default precision ({precision})",
     "nncf-int8": "OpenVINO, NNCF INT8",
-    "ov-int8": "OpenVINO, qtool INT8 (CPU layout)",
-    "ov-int8-trt": "OpenVINO, qtool INT8 (TensorRT layout)",
+    "ov-int8": "OpenVINO, qtool INT8 (`onnxruntime` layout)",
+    "ov-int8-trt": "**OpenVINO, qtool INT8 (`openvino` = `tensorrt` layout)**",
 }
 
 
@@ -197,10 +197,9 @@ def render_bench_openvino(data: dict[str, Any]) -> str:
         out.append(
             "Speed-ups: "
             + "; ".join(
-                f"{s}: qtool/NNCF {r['ov-int8 / nncf-int8']:.2f}x (TensorRT layout "
-                f"{r['ov-int8-trt / nncf-int8']:.2f}x), qtool/default "
-                f"{r['ov-int8 / ov-default']:.2f}x, "
-                f"OpenVINO/ORT INT8 {r['ov-int8 / ort-int8']:.2f}x"
+                f"{s}: qtool/NNCF {r['ov-int8-trt / nncf-int8']:.2f}x (`onnxruntime` layout "
+                f"{r['ov-int8 / nncf-int8']:.2f}x), qtool/OpenVINO default "
+                f"{r['ov-int8-trt / ov-default']:.2f}x"
                 for s, r in ratios.items()
             )
             + "."

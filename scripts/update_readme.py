@@ -227,8 +227,8 @@ _CPU_ROWS = {
     "ort-dynamic": "ORT `quantize_dynamic`",
     "ov-f32": "OpenVINO f32 (forced)",
     "ov-default": "OpenVINO default ({precision})",
-    "ov-int8": "OpenVINO qtool INT8, CPU layout",
-    "ov-int8-trt": "OpenVINO qtool INT8, TensorRT layout",
+    "ov-int8": "OpenVINO qtool INT8, `onnxruntime` layout",
+    "ov-int8-trt": "OpenVINO qtool INT8, `openvino` layout",
 }
 
 
@@ -259,6 +259,29 @@ def render_bench_cpu(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_compare_evals(data: dict[str, Any]) -> str:
+    """scripts/compare_evals.py: accuracy, difference and agreement against a reference run."""
+
+    def pct(iv: dict) -> str:
+        return f"{100 * iv['value']:.2f}% [{100 * iv['low']:.2f}, {100 * iv['high']:.2f}]"
+
+    ref = data["reference"]
+    lines = [
+        f"| model | accuracy | Δ vs {ref} (points, 95% CI) | agreement with {ref} (95% CI) |",
+        "|---|---:|---|---|",
+    ]
+    for row in data["rows"]:
+        d = row.get("delta_vs_reference")
+        delta = ""
+        if d:
+            tie = " tie" if d["low"] <= 0 <= d["high"] else ""
+            delta = f"{100 * d['value']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]{tie}"
+        agree = pct(row["agreement"]) if row.get("agreement") else ""
+        lines.append(f"| {row['label']} | {row['accuracy']:.4f} | {delta} | {agree} |")
+    lines += ["", f"{data['num_examples']} examples of {data['data']}. {data['note']}".rstrip()]
+    return "\n".join(lines) + "\n"
+
+
 def render_autoquant(data: dict[str, Any]) -> str:
     """scripts/autoquant_results.py: PTQ against SmoothQuant + bias correction + fallback."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -287,6 +310,7 @@ def render_dist(data: dict[str, Any]) -> str:
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "autoquant": render_autoquant,
+    "compare_evals": render_compare_evals,
     "bench_cpu": render_bench_cpu,
     "dist": render_dist,
     "bench_openvino": render_bench_openvino,

@@ -142,16 +142,20 @@ def runners_for(paths: dict, threads: int) -> dict:
     }
 
 
-def padded_feed(tokenizer, sentences, batch_size: int, seq: int) -> dict[str, np.ndarray]:
-    rows = (sentences * (1 + batch_size // len(sentences)))[:batch_size]
+def encode(tokenizer, examples, max_length: int, padding: str) -> dict[str, np.ndarray]:
     enc = tokenizer(
-        [e.text for e in rows],
-        padding="max_length",
+        [e.text for e in examples],
+        padding=padding,
         truncation=True,
-        max_length=seq,
+        max_length=max_length,
         return_tensors="np",
     )
     return {k: v.astype(np.int64) for k, v in enc.items()}
+
+
+def padded_feed(tokenizer, sentences, batch_size: int, seq: int) -> dict[str, np.ndarray]:
+    rows = (sentences * (1 + batch_size // len(sentences)))[:batch_size]
+    return encode(tokenizer, rows, seq, "max_length")
 
 
 def interleaved(calls: dict, rounds: int, budget_s: float) -> dict[str, list[float]]:
@@ -177,14 +181,7 @@ def predictions(runner, tokenizer, examples, max_length: int, batch_size: int = 
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        enc = tokenizer(
-            [e.text for e in chunk],
-            padding="longest",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="np",
-        )
-        logits = runner({k: v.astype(np.int64) for k, v in enc.items()})["logits"]
+        logits = runner(encode(tokenizer, chunk, max_length, "longest"))["logits"]
         out.append(np.asarray(logits).argmax(-1))
     return np.concatenate(out)
 

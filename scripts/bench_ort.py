@@ -227,6 +227,9 @@ def session(path: Path, threads: int, profile_prefix: str | None = None):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # ORT's idle threads spin after each run; in an interleaved benchmark they would steal the
+    # cores from whichever runner (another session, OpenVINO) comes next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix

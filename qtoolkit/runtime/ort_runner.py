@@ -34,6 +34,10 @@ def ort_session(
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    # Idle intra-op threads would spin after each run and take the cores from whatever runs
+    # next: in an interleaved benchmark that slowed the other backends, by up to 3.6x for
+    # MiniLM on OpenVINO (scripts/bench_cpu.py, run with and without spinning).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
     try:

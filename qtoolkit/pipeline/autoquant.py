@@ -47,10 +47,10 @@ def _as_list(preds: Any) -> list:
 
 def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | None = None):
     from qtoolkit.data import read_data_examples, tokenize_batches
-    from qtoolkit.models import load_model
     from qtoolkit.pipeline.autoquant_report import AutoquantOutcome, test_figures, write_report
     from qtoolkit.pipeline.common import (
         batch_forward_loop,
+        load_trained_model,
         quant_source,
         resolve_device,
         split_evaluator,
@@ -70,11 +70,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     model_cfg, notices = quant_source(recipe)
     device = resolve_device(recipe.calib.device)
     task = stage_task(recipe, model_cfg.task)
-    loaded = load_model(model_cfg, seed=recipe.seed)
-    if loaded.newly_initialized:
-        raise QtoolError(
-            f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
-        )
+    loaded = load_trained_model(model_cfg, recipe.seed)
     select_metric = auto.metric or task.primary_metric
     model = loaded.model.to(device).eval()
     splits = {}

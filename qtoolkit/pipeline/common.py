@@ -48,6 +48,20 @@ def batch_forward_loop(
     return loop
 
 
+def load_trained_model(model_cfg, seed: int):
+    """`load_model`, refusing a checkpoint whose task head would be freshly initialised (PTQ
+    selection on a head that classifies nothing would measure noise)."""
+    from qtoolkit.errors import QtoolError
+    from qtoolkit.models import load_model
+
+    loaded = load_model(model_cfg, seed=seed)
+    if loaded.newly_initialized:
+        raise QtoolError(
+            f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
+        )
+    return loaded
+
+
 def stage_task(recipe, task_name: str | None = None):
     """The task object for `task_name` (default: the recipe's), with the recipe's options."""
     from qtoolkit.tasks import get_task

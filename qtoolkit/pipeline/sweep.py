@@ -48,9 +48,9 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
 
     from qtoolkit.bench.machine import machine_info
     from qtoolkit.fsutil import write_json
-    from qtoolkit.models import load_model
     from qtoolkit.pipeline.common import (
         batch_forward_loop,
+        load_trained_model,
         quant_source,
         resolve_device,
         split_evaluator,
@@ -81,11 +81,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     check_not_inputs(report_dir, inputs)
     device = resolve_device(recipe.calib.device)
     task = stage_task(recipe, model_cfg.task)
-    loaded = load_model(model_cfg, seed=recipe.seed)
-    if loaded.newly_initialized:
-        raise QtoolError(
-            f"{model_cfg.path} has no trained {model_cfg.task} head: run qtool finetune first"
-        )
+    loaded = load_trained_model(model_cfg, recipe.seed)
     model = loaded.model.to(device)
     # The method is chosen on the dev split and every method is reported on the test split,
     # so the reported figures are not the ones the choice was made on.

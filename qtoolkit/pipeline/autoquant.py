@@ -3,8 +3,9 @@
 1. Calibrator (and SmoothQuant alpha, when `quant.smoothquant.alpha` is a list) chosen on
    `data.eval_file`; bias correction after it when `calib.bias_correction` is set.
 2. If the dev score is short of fp32 minus the budget, every fallback unit (a GEMM with its
-   quantizers; see qtoolkit.quant.fallback) is scored alone in float on dev, and the k best go
-   to float for k = 1, 2, ... until the budget is met.
+   quantizers, or a residual add's; see qtoolkit.quant.fallback) is put alone in float on dev
+   and ranked by how close the outputs come to fp32's (`output_drift`), and the k best go to
+   float for k = 1, 2, ... until the budget is met.
 3. The chosen model is scored once on `data.test_file` (never used for a choice), with the
    paired-bootstrap interval of its difference to fp32 and of its agreement with fp32, and
    saved as a quantized checkpoint; optionally each fallback step is timed on ONNX Runtime.
@@ -39,6 +40,7 @@ class _Split:
     evaluator: Any
     fp32_metrics: dict[str, float]
     fp32_preds: Any
+    fp32_outputs: list
 
 
 def _as_list(preds: Any) -> list:
@@ -59,8 +61,8 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     from qtoolkit.quant import insert_quantizers, save_quantized
     from qtoolkit.quant.bias_correction import correct_biases, revert_biases
     from qtoolkit.quant.calib.registry import CALIB_METHODS
-    from qtoolkit.quant.fallback import fallback_units, find_fallback, gemm_census
-    from qtoolkit.tasks.evaluation import agreement
+    from qtoolkit.quant.fallback import Score, fallback_units, find_fallback, gemm_census
+    from qtoolkit.tasks.evaluation import agreement, output_drift
 
     auto = auto_settings(recipe, budget, metric)
     data = recipe.data
@@ -76,17 +78,20 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     splits = {}
     for name, path in (("dev", data.eval_file), ("test", data.test_file)):
         ev = split_evaluator(recipe, task, loaded.tokenizer, path, model.config, device=device)
-        metrics, preds, _ = ev.run(model, f"fp32 ({name})")
-        splits[name] = _Split(name, ev, metrics, preds)
+        outputs: list = []
+        metrics, preds, _ = ev.run(model, f"fp32 ({name})", sink=outputs if name == "dev" else None)
+        splits[name] = _Split(name, ev, metrics, preds, outputs)
     if select_metric != "agreement" and select_metric not in splits["dev"].fp32_metrics:
         known = ", ".join([*splits["dev"].fp32_metrics, "agreement"])
         raise QtoolError(f"quant.auto.metric: unknown '{select_metric}' (known: {known})")
     dev = splits["dev"]
 
     def dev_score(m, label: str) -> tuple[float, float, dict]:
-        metrics, preds, _ = dev.evaluator.run(m, f"dev: {label}")
+        outputs: list = []
+        metrics, preds, _ = dev.evaluator.run(m, f"dev: {label}", sink=outputs)
         agree = agreement(preds, dev.fp32_preds)
         value = agree if select_metric == "agreement" else metrics[select_metric]
+        metrics["drift"] = output_drift(outputs, dev.fp32_outputs)
         return value, agree, metrics
 
     fp32_score = 1.0 if select_metric == "agreement" else dev.fp32_metrics[select_metric]
@@ -117,7 +122,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
                 {"method": method, "alpha": alpha, "score": value, "agreement": agree, **metrics}
             )
         del candidate
-    best = max(candidates, key=lambda r: (r["score"], r["agreement"]))
+    best = max(candidates, key=lambda r: (r["score"], r["agreement"], -r["drift"]))
     # Rebuild the chosen one (cheaper in memory than keeping every candidate).
     if best["alpha"] is not None:
         from qtoolkit.quant.smoothquant import apply_smoothquant
@@ -145,9 +150,12 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     # 2. fallback, on dev.
     units = fallback_units(model, auto.granularity)
     census_all_int8 = gemm_census(model)
-    search = find_fallback(
-        model, units, lambda m, label: dev_score(m, label)[0], target, auto.max_fallback, toggle
-    )
+
+    def fallback_score(m, label: str) -> Score:
+        value, _, metrics = dev_score(m, label)
+        return Score(value, metrics["drift"])
+
+    search = find_fallback(model, units, fallback_score, target, auto.max_fallback, toggle)
     test = splits["test"]
     before_fallback = None
     if search.chosen:

@@ -54,7 +54,11 @@ class AutoquantOutcome:
                 "candidates": self.candidates,
                 "chosen": {k: self.best[k] for k in ("method", "alpha", "score", "agreement")},
                 "start": s.start,
-                "ranking": [{"unit": r["unit"].name, "score": r["score"]} for r in s.ranking],
+                "start_drift": s.start_drift,
+                "ranking": [
+                    {"unit": r["unit"].name, "score": r["score"], "drift": r.get("drift")}
+                    for r in s.ranking
+                ],
                 "steps": s.steps,
                 "met": s.met,
                 "final": self.final_dev,

@@ -81,8 +81,11 @@ class Evaluator:
     batch_size: int
     device: str = "cpu"
 
-    def run(self, target, description: str = "eval") -> tuple[dict[str, float], Any, float]:
-        """(metrics, predictions, seconds) of a model (run in PyTorch) or a runner."""
+    def run(
+        self, target, description: str = "eval", sink: list | None = None
+    ) -> tuple[dict[str, float], Any, float]:
+        """(metrics, predictions, seconds) of a model (run in PyTorch) or a runner; its batch
+        outputs go to `sink` when one is given (see tasks.evaluation.output_drift)."""
         from torch import nn
 
         from qtoolkit.runtime import TorchRunner
@@ -93,7 +96,7 @@ class Evaluator:
             runner = TorchRunner(target, self.task.output_names, self.device)
         start = time.perf_counter()
         metrics, predictions = evaluate_runner(
-            runner, self.task, self.data, self.batch_size, description
+            runner, self.task, self.data, self.batch_size, description, sink
         )
         return metrics, predictions, time.perf_counter() - start
 

@@ -26,6 +26,7 @@ from qtoolkit.quant.roles import (
 
 __all__ = [
     "FallbackSearch",
+    "Score",
     "FallbackUnit",
     "fallback_units",
     "find_fallback",
@@ -115,12 +116,28 @@ def set_float(model: nn.Module, units: list[FallbackUnit], on: bool) -> None:
                 quantizers[q].enable()
 
 
+@dataclass(frozen=True)
+class Score:
+    """A dev score: `value` is what the target is set on (higher is better); `drift`, when
+    known, is the output error against fp32 (lower is better). Drift ranks the units: one
+    GEMM alone in float rarely flips a prediction among a thousand, so ranking by the metric
+    alone is mostly noise, while the output error moves with every quantizer."""
+
+    value: float
+    drift: float | None = None
+
+
+def _as_score(x: float | Score) -> Score:
+    return x if isinstance(x, Score) else Score(float(x))
+
+
 @dataclass
 class FallbackSearch:
     """The ranking (each unit alone in float, best first), the steps tried (top-k in float,
     k = 0, 1, ...) and the chosen units; `met` says whether the target was reached."""
 
     start: float
+    start_drift: float | None = None
     ranking: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     chosen: list[FallbackUnit] = field(default_factory=list)
@@ -130,17 +147,18 @@ class FallbackSearch:
 def find_fallback(
     model: nn.Module,
     units: list[FallbackUnit],
-    score: Callable[[nn.Module, str], float],
+    score: Callable[[nn.Module, str], float | Score],
     target: float,
     max_fallback: int | None = None,
     toggle: Callable[[list[FallbackUnit], bool], None] | None = None,
 ) -> FallbackSearch:
-    """The fewest units to leave in float for `score(model, label) >= target`.
+    """The fewest units to leave in float for `score(model, label).value >= target`.
 
-    Each unit is scored alone in float (the sensitivity ranking); then the k best are put in
-    float for k = 1, 2, ... until the target is met, `max_fallback` is reached or no unit
-    left helps. `toggle(units, on)` runs after units go to float (on=True) or back, e.g. to
-    revert bias corrections. The model is left with the chosen units in float.
+    Each unit is scored alone in float (the sensitivity ranking: by drift when `score` gives
+    a `Score` with one, else by value); then the k best are put in float for k = 1, 2, ...
+    until the target is met, `max_fallback` is reached or no unit left helps. `toggle(units,
+    on)` runs after units go to float (on=True) or back, e.g. to revert bias corrections. The
+    model is left with the chosen units in float.
     """
 
     def switch(chosen: list[FallbackUnit], on: bool) -> None:
@@ -148,29 +166,38 @@ def find_fallback(
         if toggle is not None:
             toggle(chosen, on)
 
-    search = FallbackSearch(start=score(model, "start"))
-    search.steps.append({"k": 0, "score": search.start, "units": []})
-    if search.start >= target:
+    first = _as_score(score(model, "start"))
+    search = FallbackSearch(start=first.value, start_drift=first.drift)
+    search.steps.append({"k": 0, "score": first.value, "drift": first.drift, "units": []})
+    if first.value >= target:
         search.met = True
         return search
+    by_drift = first.drift is not None
     for unit in units:
         switch([unit], True)
         try:
-            search.ranking.append({"unit": unit, "score": score(model, unit.name)})
+            s = _as_score(score(model, unit.name))
+            search.ranking.append({"unit": unit, "score": s.value, "drift": s.drift})
         finally:
             switch([unit], False)
-    search.ranking.sort(key=lambda r: -r["score"])
-    helpful = [r["unit"] for r in search.ranking if r["score"] > search.start]
+    if by_drift:
+        search.ranking.sort(key=lambda r: (r["drift"], -r["score"]))
+        helpful = [r["unit"] for r in search.ranking if r["drift"] < first.drift]
+    else:
+        search.ranking.sort(key=lambda r: -r["score"])
+        helpful = [r["unit"] for r in search.ranking if r["score"] > first.value]
     limit = len(helpful) if max_fallback is None else min(max_fallback, len(helpful))
-    best_score, best_k, switched = search.start, 0, 0
+    best, best_k, switched = first, 0, 0
     for k in range(1, limit + 1):
         switch([helpful[k - 1]], True)
         switched = k
-        value = score(model, f"top {k} in float")
-        search.steps.append({"k": k, "score": value, "units": [u.name for u in helpful[:k]]})
-        if value > best_score or value >= target:
-            best_score, best_k = value, k
-        if value >= target:
+        s = _as_score(score(model, f"top {k} in float"))
+        search.steps.append(
+            {"k": k, "score": s.value, "drift": s.drift, "units": [u.name for u in helpful[:k]]}
+        )
+        if s.value >= target or s.value > best.value:
+            best, best_k = s, k
+        if s.value >= target:
             search.met = True
             break
     # Target not met: keep the best step seen, undo the rest.

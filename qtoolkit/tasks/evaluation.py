@@ -11,6 +11,7 @@ __all__ = [
     "check_known_labels",
     "evaluate_runner",
     "label_map_for",
+    "output_drift",
     "task_options",
 ]
 
@@ -20,9 +21,11 @@ def task_options(task_name: str, data_cfg) -> dict[str, Any]:
     return {"doc_stride": data_cfg.doc_stride} if task_name == "question-answering" else {}
 
 
-def evaluate_runner(runner, task, data, batch_size: int, description: str = "evaluating"):
+def evaluate_runner(
+    runner, task, data, batch_size: int, description: str = "evaluating", sink: list | None = None
+):
     """(metrics, predictions) of `runner` (named inputs in, named numpy outputs out) on
-    tokenized `data`."""
+    tokenized `data`; each batch's (reduced) outputs are also appended to `sink` if given."""
     from qtoolkit.finite import check_finite_outputs
     from qtoolkit.tasks.base import split_rows
     from qtoolkit.ui import track
@@ -35,6 +38,8 @@ def evaluate_runner(runner, task, data, batch_size: int, description: str = "eva
         out = runner(batch)
         check_finite_outputs(out, f"{description}, batch {i + 1}")
         outputs.append(reduce(out, i, batch_size) if reduce else out)
+    if sink is not None:
+        sink.extend(outputs)
     return task.evaluate(data, split_rows(outputs, data.lengths))
 
 
@@ -70,6 +75,23 @@ def check_known_labels(task, examples, label2id: dict, source: object = None) ->
         raise QtoolError(
             f"{where}labels {unknown[:3]} are not in the model's label set {list(label2id)[:5]}"
         )
+
+
+def output_drift(outputs: list[dict], reference: list[dict]) -> float:
+    """Relative squared error of batch outputs against the reference run's (fp32):
+    sum |o - r|^2 / sum |r|^2 over every batch and output. A continuous figure of how far a
+    quantized model is from fp32, where agreement only counts the flips."""
+    import numpy as np
+
+    if len(outputs) != len(reference):
+        raise QtoolError(f"cannot compare {len(outputs)} output batches with {len(reference)}")
+    err = ref = 0.0
+    for out, r in zip(outputs, reference, strict=True):
+        for name, value in r.items():
+            a, b = np.asarray(out[name], dtype=np.float64), np.asarray(value, dtype=np.float64)
+            err += float(np.square(a - b).sum())
+            ref += float(np.square(b).sum())
+    return err / max(ref, 1e-30)
 
 
 def agreement(a: Any, b: Any) -> float:

@@ -6,7 +6,7 @@ import torch
 
 from qtoolkit.models import load_model
 from qtoolkit.quant import calibrate, insert_quantizers, iter_quantizers
-from qtoolkit.quant.fallback import fallback_units, find_fallback, gemm_census
+from qtoolkit.quant.fallback import Score, fallback_units, find_fallback, gemm_census
 from qtoolkit.quant.smoothquant import quantizers_off
 from qtoolkit.recipe import CalibConfig, ModelConfig, QuantConfig
 
@@ -83,3 +83,41 @@ def test_unreachable_target_keeps_the_best_step_only(tiny_bert_dir):
     float_units = {u.name for u in fallback_units(model, "gemm")}
     assert all(u.name not in float_units for u in search.chosen)
     assert score(model, "final") >= best["score"] - 1e-9 or search.chosen == []
+
+
+def test_drift_ranks_units_whose_metric_gain_only_shows_together(tiny_bert_dir):
+    # Two units that each flip no prediction alone but meet the target together: ranking by
+    # the metric finds neither, ranking by output drift finds both (and nothing else).
+    model, _ = _tiny_calibrated(tiny_bert_dir)
+    units = fallback_units(model)
+    a, b = units[3], units[7]
+    quantizers = dict(iter_quantizers(model))
+
+    def is_float(unit):
+        return all(quantizers[q]._disabled for q in unit.quantizers)
+
+    def value():
+        return 1.0 if is_float(a) and is_float(b) else 0.5
+
+    def with_drift(m, label):
+        return Score(value(), 1.0 - 0.4 * is_float(a) - 0.3 * is_float(b))
+
+    by_metric = find_fallback(model, units, lambda m, label: value(), target=0.9)
+    assert not by_metric.met and by_metric.chosen == []
+    search = find_fallback(model, units, with_drift, target=0.9)
+    assert search.met
+    assert [u.name for u in search.chosen] == [a.name, b.name]
+    assert [r["unit"].name for r in search.ranking[:2]] == [a.name, b.name]
+    assert abs(search.steps[-1]["drift"] - 0.3) < 1e-9
+    assert is_float(a) and is_float(b) and sum(is_float(u) for u in units) == 2
+
+
+def test_output_drift_is_relative_squared_error():
+    import numpy as np
+
+    from qtoolkit.tasks.evaluation import output_drift
+
+    ref = [{"logits": np.array([[1.0, -1.0]])}, {"logits": np.array([[2.0, 0.0]])}]
+    out = [{"logits": np.array([[1.0, -0.5]])}, {"logits": np.array([[2.0, 1.0]])}]
+    assert output_drift(ref, ref) == 0.0
+    assert abs(output_drift(out, ref) - (0.25 + 1.0) / (1 + 1 + 4)) < 1e-12

@@ -55,6 +55,7 @@ class ExportResult:
     fp32_validation: ValidationReport | None = None
     notices: list[str] = field(default_factory=list)
     convs_as_matmuls: int = 0
+    grouped_regions: int = 0  # GELUs kept in the grouped layout between two grouped GEMMs
     # What ONNX Runtime's CPU optimizer left of the graph (CPU layout only).
     ort_census: GemmCensus | None = None
 
@@ -281,5 +282,6 @@ def export_onnx(
         fp32_validation=fp32_report,
         notices=notices,
         convs_as_matmuls=passes.convs_as_matmuls,
+        grouped_regions=passes.grouped_regions,
         ort_census=census,
     )

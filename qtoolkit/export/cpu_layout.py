@@ -2,7 +2,10 @@
 
 Passes after the common ones (`qdq_passes.optimize_qdq` runs them):
 
-1. `convs_to_matmuls`: pointwise (grouped) convolutions as per-group MatMuls (conv_matmul.py).
+1. `convs_to_matmuls`: pointwise (grouped) convolutions as per-group MatMuls (conv_matmul.py),
+   then `keep_grouped_layout`: where the next GEMM has the same groups (SqueezeBERT's FFN),
+   GELU and its quantizer run in the grouped layout, without the views back and forth
+   (grouped_chain.py).
 2. `split_shared_qdq(share_quantize=True)`: one QuantizeLinear per tensor, one DequantizeLinear
    per consumer (ORT fuses `DQ -> MatMul` only when that DQ has one consumer).
 3. `uint8_activations`: activation Q/DQ in uint8 with zero point 128 instead of int8 with 0.

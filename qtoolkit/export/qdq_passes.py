@@ -42,6 +42,7 @@ class PassReport:
     removed_requantize: int = 0
     split_pairs: int = 0
     convs_as_matmuls: int = 0
+    grouped_regions: int = 0
     uint8_quantizers: int = 0
 
 
@@ -240,6 +241,10 @@ def optimize_qdq(
     report.merged_duplicates, report.removed_requantize = remove_redundant_qdq(model)
     if split_shared if convs_as_matmuls is None else convs_as_matmuls:
         report.convs_as_matmuls = convs_to_matmuls(model)
+        if report.convs_as_matmuls:
+            from qtoolkit.export.grouped_chain import keep_grouped_layout
+
+            report.grouped_regions = keep_grouped_layout(model)
     if split_shared:
         from qtoolkit.export.cpu_layout import uint8_activations
 

@@ -111,3 +111,55 @@ def test_openvino_runs_the_cpu_layout_like_onnx_runtime(exported, tmp_path):
     for batch, ref in zip(batches, expected, strict=True):
         got = compiled({k: v.numpy() for k, v in batch.items() if k in names})[0]
         np.testing.assert_allclose(got, ref, atol=0.05)
+
+
+@pytest.fixture(scope="module")
+def same_groups_ffn(tmp_path_factory):
+    """A tiny SqueezeBERT whose FFN convs have the same groups (as squeezebert-uncased: 4, 4)."""
+    from transformers import SqueezeBertForSequenceClassification
+
+    from ..conftest import _save_checkpoint, squeezebert_config
+
+    model_dir = _save_checkpoint(
+        tmp_path_factory.mktemp("tiny-squeezebert-ffn"),
+        squeezebert_config(intermediate_groups=2, output_groups=2),
+        SqueezeBertForSequenceClassification,
+    )
+    loaded, batches = _calibrated(model_dir, lengths=(12, 20))
+    out = tmp_path_factory.mktemp("cpu-ffn")
+    cpu = export_onnx(loaded.model, out / "cpu.onnx", ExportConfig(target="onnxruntime"), batches)
+    trt = export_onnx(loaded.model, out / "trt.onnx", ExportConfig(), batches)
+    return loaded, batches, cpu, trt
+
+
+def test_gelu_between_same_group_convs_stays_in_the_grouped_layout(same_groups_ffn):
+    loaded, batches, cpu, trt = same_groups_ffn
+    layers = loaded.model.config.num_hidden_layers
+    assert cpu.grouped_regions == layers
+    model = onnx.load(cpu.path)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    output_x = [
+        n
+        for n in model.graph.node
+        if "/output/conv1d" in n.name and n.name.endswith("DequantizeLinear_x")
+    ]
+    assert len(output_x) == layers
+    for dq in output_x:
+        # The GELU's quantizer feeds the output conv's GEMM directly: no view in between.
+        assert producer[dq.input[0]].op_type == "QuantizeLinear"
+    census = ort_gemm_census(cpu.path)
+    assert census.int8_gemms == layers * 8 and set(census.float_by_op()) <= _HEAD_GEMMS
+    assert cpu.validation.passed
+    more = [_batch(3, 9, 7), *batches]
+    for a, b in zip(_outputs(cpu.path, more), _outputs(trt.path, more), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_grouped_layout_is_kept_only_where_the_groups_match(exported):
+    arch, loaded, _, cpu, _ = exported
+    if arch == "bert":
+        assert cpu.grouped_regions == 0  # no grouped GEMMs at all
+    else:
+        cfg = loaded.model.config
+        assert cfg.intermediate_groups != cfg.output_groups
+        assert cpu.grouped_regions == 0

@@ -66,7 +66,7 @@ def _view_back(idx: GraphIndex, reshape: onnx.NodeProto) -> tuple[str, int, int]
 
 
 def _grouped_constant(idx: GraphIndex, name: str) -> tuple[int, int] | None:
-    """(g, width) read off the `[g, 1, width]` per-channel constant of the Mul/Add that made `name`."""
+    """(g, width) from the `[g, 1, width]` per-channel constant of the Mul/Add making `name`."""
     node = idx.producer.get(name)
     while node is not None and node.op_type in ("Add", "Mul"):
         for inp in node.input:

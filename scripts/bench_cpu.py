@@ -11,6 +11,8 @@ fresh classifier head) one percentile calibration on calib_data/sentences.jsonl,
   consumer, convolutions kept; `--prev`); `ort-int8-fused` / `ort-fp32-fused`: after
   `onnxruntime.transformers.optimizer` with the QOrdered and Attention fusions off (`--fusions`);
   `ort-dynamic`: ORT's `quantize_dynamic` (QInt8 weights) of the float model;
+* `ort-int8-nores` / `ov-int8-trt-nores`: the same two layouts calibrated with the residual adds
+  left in float (`quant.residual_add: false`, the CPU placement; `--no-cpu-placement` skips);
 * `ov-f32` (INFERENCE_PRECISION_HINT=f32), `ov-default` (OpenVINO's default precision, recorded)
   and `ov-int8` (the qtool INT8 file) on OpenVINO's CPU plugin; `ov-int8-trt`: the same model
   exported with `export.target: openvino` (the one-Q/DQ-per-tensor `tensorrt` graph).
@@ -25,6 +27,7 @@ profile and an OpenVINO per-layer-type profile (PERF_COUNT, with the kernels' pr
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -87,6 +90,7 @@ def build_files(name: str, args, work: Path, calib, val) -> tuple[dict, dict]:
     from qtoolkit.recipe import CalibConfig, ExportConfig, QuantConfig
 
     model = bench_ort.load_float(name, args).model
+    float_model = copy.deepcopy(model) if args.cpu_placement else None
     insert_quantizers(model, QuantConfig())
     t0 = time.perf_counter()
     calibrate(model, lambda m: [m(**b) for b in calib], CalibConfig(method="percentile"))
@@ -116,6 +120,18 @@ def build_files(name: str, args, work: Path, calib, val) -> tuple[dict, dict]:
     files["ov-int8-trt"] = export_onnx(model, work / f"{name}.ov.onnx", ov_cfg, val).path
     files["ov-f32"] = files["ov-default"] = result.fp32_path
     files["ov-int8"] = result.path
+    if float_model is not None:
+        # The CPU placement: residual adds stay float (no int8 kernel takes them on ORT or
+        # OpenVINO, and their quantizers carry most of the error; see README, autoquant).
+        insert_quantizers(float_model, QuantConfig(residual_add=False))
+        calibrate(float_model, lambda m: [m(**b) for b in calib], CalibConfig(method="percentile"))
+        cpu_cfg = cfg.model_copy(update={"fp32_baseline": False})
+        nores = export_onnx(float_model, work / f"{name}.nores.onnx", cpu_cfg, val)
+        files["ort-int8-nores"] = nores.path
+        files["ov-int8-trt-nores"] = export_onnx(
+            float_model, work / f"{name}.ov-nores.onnx", ov_cfg, val
+        ).path
+        facts["nores_validation"] = nores.validation.summary()
     log(f"exported {name}: {result.validation.summary()}")
     return files, facts
 
@@ -213,6 +229,12 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep the ONNX files here")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument(
+        "--no-cpu-placement",
+        dest="cpu_placement",
+        action="store_false",
+        help="skip the *-nores variants (residual adds left in float)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("docs/results/bench_cpu.json"))
     args = parser.parse_args()
@@ -371,6 +393,20 @@ def ratios(latency: dict) -> dict:
         "bert-base ort-int8 / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8"),
         "bert-base ov-int8 / ov-default": ("bert-base/ov-default", "bert-base/ov-int8"),
         "minilm ort-int8 / ort-dynamic": ("minilm/ort-dynamic", "minilm/ort-int8"),
+        "minilm ort-int8-nores / ort-dynamic": ("minilm/ort-dynamic", "minilm/ort-int8-nores"),
+        "squeezebert ort-int8-nores / ort-fp32": (
+            "squeezebert/ort-fp32",
+            "squeezebert/ort-int8-nores",
+        ),
+        "squeezebert ov-int8-trt-nores / ov-default": (
+            "squeezebert/ov-default",
+            "squeezebert/ov-int8-trt-nores",
+        ),
+        "squeezebert ort-int8-nores vs bert-base ort-int8-nores": (
+            "bert-base/ort-int8-nores",
+            "squeezebert/ort-int8-nores",
+        ),
+        "bert-base ort-int8-nores / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8-nores"),
         "minilm ort-int8 / ort-fp32": ("minilm/ort-fp32", "minilm/ort-int8"),
         "minilm ov-int8 / ov-default": ("minilm/ov-default", "minilm/ov-int8"),
     }
@@ -391,9 +427,9 @@ def print_tables(report: dict) -> None:
             {k.split("/", 1)[1] for s in shapes for k in latency[s] if k.startswith(name + "/")}
         )
         print(f"\n{name}: median ms (x its ort-fp32)")
-        print(f"{'variant':<16}" + "".join(f"{s:>20}" for s in shapes))
+        print(f"{'variant':<18}" + "".join(f"{s:>20}" for s in shapes))
         for v in variants:
-            row = f"{v:<16}"
+            row = f"{v:<18}"
             for s in shapes:
                 cell = latency[s].get(f"{name}/{v}")
                 base = latency[s].get(f"{name}/ort-fp32")

@@ -63,7 +63,9 @@ def render_autoquant(data: dict[str, Any]) -> str:
                 _row(what + ", no fallback", rep["test_before_fallback"],
                      f"{ga['int8']}/{ga['gemms']}")
             )  # fmt: skip
-            what += f", {len(rep['float_units'])} GEMMs in float"
+            units = rep["float_units"]
+            gemms = sum(u.get("gemms", 1) for u in units)
+            what += f", {len(units)} units in float ({gemms} GEMMs)"
         lines.append(_row(what, rep["test"], f"{g['int8']}/{g['gemms']}"))
     for run in data["runs"]:
         rep = run["report"]

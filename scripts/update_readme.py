@@ -224,11 +224,13 @@ def render_bench_openvino(data: dict[str, Any]) -> str:
 _CPU_ROWS = {
     "ort-fp32": "ORT fp32",
     "ort-int8": "ORT qtool INT8 (CPU layout)",
+    "ort-int8-nores": "ORT qtool INT8 (CPU layout), residual adds in float",
     "ort-dynamic": "ORT `quantize_dynamic`",
     "ov-f32": "OpenVINO f32 (forced)",
     "ov-default": "OpenVINO default ({precision})",
     "ov-int8": "OpenVINO qtool INT8, `onnxruntime` layout",
     "ov-int8-trt": "OpenVINO qtool INT8, `openvino` layout",
+    "ov-int8-trt-nores": "OpenVINO qtool INT8, `openvino` layout, residual adds in float",
 }
 
 
@@ -308,7 +310,26 @@ def render_dist(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_group_error(data: dict[str, Any]) -> str:
+    """scripts/group_error.py: dev agreement and KL to fp32 with each quantizer group in float."""
+    lines = [
+        f"| group in float (dev, {data['num_dev']} sentences) | quantizers | agreement with fp32 "
+        "| KL to fp32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['group in float']} | {r['quantizers']} | {100 * r['agreement']:.2f}% | "
+            f"{r['kl_to_fp32']:.5f} |"
+        )
+    alpha = data["smoothquant_alpha"]
+    sq = f"SmoothQuant alpha {alpha}" if alpha else "no SmoothQuant"
+    lines += ["", f"{sq}, {data['calibrator']} calibration, bias correction; {data['split']}."]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "group_error": render_group_error,
     "autoquant": render_autoquant,
     "compare_evals": render_compare_evals,
     "bench_cpu": render_bench_cpu,

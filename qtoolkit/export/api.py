@@ -56,6 +56,8 @@ class ExportResult:
     notices: list[str] = field(default_factory=list)
     convs_as_matmuls: int = 0
     grouped_regions: int = 0  # GELUs kept in the grouped layout between two grouped GEMMs
+    channels_last_transposes: int = 0  # Transposes saved by the [B, S, C] residual stream
+    merged_head_views: int = 0  # GEMM -> HF head layout views done as one 5-D Transpose
     # What ONNX Runtime's CPU optimizer left of the graph (CPU layout only).
     ort_census: GemmCensus | None = None
 
@@ -82,6 +84,14 @@ class ExportResult:
             f"  validated in ONNX Runtime: {self.validation.summary()}",
             "  " + checked.replace("\n", "\n  "),
         ]
+        if self.convs_as_matmuls:
+            lines.insert(
+                2,
+                f"  CPU layout: {self.convs_as_matmuls} pointwise convolutions as MatMuls, "
+                f"{self.grouped_regions} GELUs in the grouped layout, hidden states as "
+                f"[batch, seq, channels] ({self.channels_last_transposes} Transposes fewer, "
+                f"{self.merged_head_views} head views as one Transpose)",
+            )
         if self.ort_census is not None:
             lines.append("  " + self.ort_census.summary())
         if self.fp32_path is not None and self.fp32_validation is not None:
@@ -283,5 +293,7 @@ def export_onnx(
         notices=notices,
         convs_as_matmuls=passes.convs_as_matmuls,
         grouped_regions=passes.grouped_regions,
+        channels_last_transposes=passes.channels_last_transposes,
+        merged_head_views=passes.merged_head_views,
         ort_census=census,
     )

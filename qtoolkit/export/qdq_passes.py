@@ -43,6 +43,8 @@ class PassReport:
     split_pairs: int = 0
     convs_as_matmuls: int = 0
     grouped_regions: int = 0
+    channels_last_transposes: int = 0
+    merged_head_views: int = 0
     uint8_quantizers: int = 0
 
 
@@ -245,6 +247,10 @@ def optimize_qdq(
             from qtoolkit.export.grouped_chain import keep_grouped_layout
 
             report.grouped_regions = keep_grouped_layout(model)
+            from qtoolkit.export.channels_last import channels_last, merge_head_views
+
+            report.channels_last_transposes = channels_last(model)
+            report.merged_head_views = merge_head_views(model)
     if split_shared:
         from qtoolkit.export.cpu_layout import uint8_activations
 

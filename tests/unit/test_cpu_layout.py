@@ -163,3 +163,79 @@ def test_grouped_layout_is_kept_only_where_the_groups_match(exported):
         cfg = loaded.model.config
         assert cfg.intermediate_groups != cfg.output_groups
         assert cpu.grouped_regions == 0
+
+
+def _perms(model: onnx.ModelProto) -> list[list[int]]:
+    return [
+        list(onnx.helper.get_attribute_value(a))
+        for n in model.graph.node
+        if n.op_type == "Transpose"
+        for a in n.attribute
+        if a.name == "perm"
+    ]
+
+
+def test_squeezebert_hidden_states_run_as_batch_seq_channels(exported):
+    arch, loaded, _, cpu, trt = exported
+    model = onnx.load(cpu.path)
+    if arch == "bert":  # no [B, C, S] tensors anywhere
+        assert cpu.channels_last_transposes == 0 and cpu.merged_head_views == 0
+        return
+    layers = loaded.model.config.num_hidden_layers
+    # No LayerNorm Transposes and no encoder permutes are left; Q, K and V each reach HF's
+    # head layout through one 5-D Transpose.
+    assert [0, 2, 1] not in _perms(model)
+    assert cpu.merged_head_views == 3 * layers
+    assert sum(len(p) == 5 for p in _perms(model)) == 3 * layers
+    producer = {o: n for n in model.graph.node for o in n.output}
+    norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    # Every LayerNorm (2 a layer and the embeddings') reads its residual Add directly.
+    assert sum(producer[n.input[0]].op_type == "Add" for n in norms) == 2 * layers + 1
+    assert cpu.channels_last_transposes > 0
+
+
+def _swap_graph(extra_output: bool = False) -> onnx.ModelProto:
+    """x [B, S, 8] -> Transpose(0,2,1) -> Q/DQ -> Relu -> Transpose(0,2,1) -> y."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+        helper.make_node("QuantizeLinear", ["xt", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+        helper.make_node("Relu", ["d"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 8])]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, ["b", 8, "s"]))
+    graph = helper.make_graph(
+        nodes, "swap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 8])],
+        outputs, inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_channels_last_flips_a_closed_region_and_leaves_an_open_one():
+    import onnxruntime as ort
+
+    from qtoolkit.export.channels_last import channels_last
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32)
+
+    def run(model):
+        s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return s.run(None, {"x": x})
+
+    closed = _swap_graph()
+    expected = run(closed)
+    assert channels_last(closed) == 2
+    assert _perms(closed) == []
+    np.testing.assert_array_equal(run(closed)[0], expected[0])
+    # A [B, C, S] graph output would change meaning: the region is left as it is.
+    open_ = _swap_graph(extra_output=True)
+    assert channels_last(open_) == 0
+    assert _perms(open_) == [[0, 2, 1], [0, 2, 1]]

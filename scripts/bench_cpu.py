@@ -324,7 +324,11 @@ def main() -> None:
             times = interleaved(keyed, feed_of, args.rounds, args.budget_s)
             shape = f"{batch_size}x{seq}"
             report["latency"][shape] = {
-                k: {"median_ms": round(1000 * statistics.median(t), 2), "runs": len(t)}
+                k: {
+                    "median_ms": round(1000 * statistics.median(t), 2),
+                    "runs": len(t),
+                    "times_ms": [round(1000 * x, 3) for x in t],  # per round, in round order
+                }
                 for k, t in times.items()
             }
             log(f"timed {shape}: {len(next(iter(times.values())))} rounds")
@@ -335,6 +339,7 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["machine"]["load_average_end"] = os.getloadavg()
     report["ratios"] = ratios(report["latency"])
+    report["ratio_intervals"] = ratio_intervals(report["latency"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_tables(report)
@@ -367,56 +372,71 @@ def profiles(models, paths: dict, feeds: dict, threads: int) -> dict:
 
 def ratios(latency: dict) -> dict:
     """The issue's goal ratios (speed-ups, >1 is faster) per shape, where both sides ran."""
-    pairs = {
-        "squeezebert ort-int8 / ort-fp32": ("squeezebert/ort-fp32", "squeezebert/ort-int8"),
-        "squeezebert ov-int8 / ov-default": ("squeezebert/ov-default", "squeezebert/ov-int8"),
-        "squeezebert ov-int8 / ov-f32": ("squeezebert/ov-f32", "squeezebert/ov-int8"),
-        "squeezebert ov-int8-trt / ov-default": (
-            "squeezebert/ov-default",
-            "squeezebert/ov-int8-trt",
-        ),
-        "squeezebert ov-int8-trt vs bert-base ov-int8-trt": (
-            "bert-base/ov-int8-trt",
-            "squeezebert/ov-int8-trt",
-        ),
-        "bert-base ov-int8-trt / ov-default": ("bert-base/ov-default", "bert-base/ov-int8-trt"),
-        "minilm ov-int8-trt / ov-default": ("minilm/ov-default", "minilm/ov-int8-trt"),
-        "squeezebert ort-int8 vs bert-base ort-int8": (
-            "bert-base/ort-int8",
-            "squeezebert/ort-int8",
-        ),
-        "squeezebert ov-int8 vs bert-base ov-int8": ("bert-base/ov-int8", "squeezebert/ov-int8"),
-        "squeezebert ort-fp32 vs bert-base ort-fp32": (
-            "bert-base/ort-fp32",
-            "squeezebert/ort-fp32",
-        ),
-        "bert-base ort-int8 / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8"),
-        "bert-base ov-int8 / ov-default": ("bert-base/ov-default", "bert-base/ov-int8"),
-        "minilm ort-int8 / ort-dynamic": ("minilm/ort-dynamic", "minilm/ort-int8"),
-        "minilm ort-int8-nores / ort-dynamic": ("minilm/ort-dynamic", "minilm/ort-int8-nores"),
-        "squeezebert ort-int8-nores / ort-fp32": (
-            "squeezebert/ort-fp32",
-            "squeezebert/ort-int8-nores",
-        ),
-        "squeezebert ov-int8-trt-nores / ov-default": (
-            "squeezebert/ov-default",
-            "squeezebert/ov-int8-trt-nores",
-        ),
-        "squeezebert ort-int8-nores vs bert-base ort-int8-nores": (
-            "bert-base/ort-int8-nores",
-            "squeezebert/ort-int8-nores",
-        ),
-        "bert-base ort-int8-nores / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8-nores"),
-        "minilm ort-int8 / ort-fp32": ("minilm/ort-fp32", "minilm/ort-int8"),
-        "minilm ov-int8 / ov-default": ("minilm/ov-default", "minilm/ov-int8"),
-    }
     out: dict = {}
     for shape, rows in latency.items():
-        for label, (slow, fast) in pairs.items():
+        for label, (slow, fast) in GOAL_PAIRS.items():
             if slow in rows and fast in rows:
                 value = rows[slow]["median_ms"] / rows[fast]["median_ms"]
                 out.setdefault(shape, {})[label] = round(value, 3)
     return out
+
+
+def ratio_intervals(latency: dict) -> dict:
+    """95% interval of each goal ratio: a bootstrap over the interleaved rounds."""
+    from qtoolkit.tasks.intervals import speedup_interval
+
+    out: dict = {}
+    for shape, rows in latency.items():
+        for label, (slow, fast) in GOAL_PAIRS.items():
+            if slow in rows and fast in rows and "times_ms" in rows[slow]:
+                iv = speedup_interval(rows[slow]["times_ms"], rows[fast]["times_ms"])
+                out.setdefault(shape, {})[label] = [round(iv.low, 3), round(iv.high, 3)]
+    return out
+
+
+GOAL_PAIRS = {
+    "squeezebert ort-int8 / ort-fp32": ("squeezebert/ort-fp32", "squeezebert/ort-int8"),
+    "squeezebert ov-int8 / ov-default": ("squeezebert/ov-default", "squeezebert/ov-int8"),
+    "squeezebert ov-int8 / ov-f32": ("squeezebert/ov-f32", "squeezebert/ov-int8"),
+    "squeezebert ov-int8-trt / ov-default": (
+        "squeezebert/ov-default",
+        "squeezebert/ov-int8-trt",
+    ),
+    "squeezebert ov-int8-trt vs bert-base ov-int8-trt": (
+        "bert-base/ov-int8-trt",
+        "squeezebert/ov-int8-trt",
+    ),
+    "bert-base ov-int8-trt / ov-default": ("bert-base/ov-default", "bert-base/ov-int8-trt"),
+    "minilm ov-int8-trt / ov-default": ("minilm/ov-default", "minilm/ov-int8-trt"),
+    "squeezebert ort-int8 vs bert-base ort-int8": (
+        "bert-base/ort-int8",
+        "squeezebert/ort-int8",
+    ),
+    "squeezebert ov-int8 vs bert-base ov-int8": ("bert-base/ov-int8", "squeezebert/ov-int8"),
+    "squeezebert ort-fp32 vs bert-base ort-fp32": (
+        "bert-base/ort-fp32",
+        "squeezebert/ort-fp32",
+    ),
+    "bert-base ort-int8 / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8"),
+    "bert-base ov-int8 / ov-default": ("bert-base/ov-default", "bert-base/ov-int8"),
+    "minilm ort-int8 / ort-dynamic": ("minilm/ort-dynamic", "minilm/ort-int8"),
+    "minilm ort-int8-nores / ort-dynamic": ("minilm/ort-dynamic", "minilm/ort-int8-nores"),
+    "squeezebert ort-int8-nores / ort-fp32": (
+        "squeezebert/ort-fp32",
+        "squeezebert/ort-int8-nores",
+    ),
+    "squeezebert ov-int8-trt-nores / ov-default": (
+        "squeezebert/ov-default",
+        "squeezebert/ov-int8-trt-nores",
+    ),
+    "squeezebert ort-int8-nores vs bert-base ort-int8-nores": (
+        "bert-base/ort-int8-nores",
+        "squeezebert/ort-int8-nores",
+    ),
+    "bert-base ort-int8-nores / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8-nores"),
+    "minilm ort-int8 / ort-fp32": ("minilm/ort-fp32", "minilm/ort-int8"),
+    "minilm ov-int8 / ov-default": ("minilm/ov-default", "minilm/ov-int8"),
+}
 
 
 def print_tables(report: dict) -> None:
@@ -440,10 +460,11 @@ def print_tables(report: dict) -> None:
                     f"{cell['median_ms']:>11.1f} ({base['median_ms'] / cell['median_ms']:>5.2f}x)"
                 )
             print(row)
-    print("\ngoal ratios")
+    print("\ngoal ratios [95% interval over the rounds]")
     for shape, rows in report["ratios"].items():
         for label, value in rows.items():
-            print(f"  {shape:>7} {label:<46} {value:.2f}x")
+            low, high = report.get("ratio_intervals", {}).get(shape, {}).get(label, (value, value))
+            print(f"  {shape:>7} {label:<54} {value:.2f}x [{low:.2f}, {high:.2f}]")
 
 
 if __name__ == "__main__":

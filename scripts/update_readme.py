@@ -252,11 +252,19 @@ def render_bench_cpu(data: dict[str, Any]) -> str:
                 cells.append(f"{ms:.1f} ({base / ms:.2f}x)")
             out.append(f"| {label.format(precision=precision)} | " + " | ".join(cells) + " |")
         out.append("")
-    out += ["| goal ratio (>1: the first is faster) | " + " | ".join(data["ratios"]) + " |"]
+    intervals = data.get("ratio_intervals", {})
+    head = "goal ratio (>1: the first is faster)" + (" [95% interval]" if intervals else "")
+    out += [f"| {head} | " + " | ".join(data["ratios"]) + " |"]
     out.append("|---|" + "---:|" * len(data["ratios"]))
     labels = sorted({k for r in data["ratios"].values() for k in r})
     for label in labels:
-        cells = [f"{r[label]:.2f}x" if label in r else "-" for r in data["ratios"].values()]
+        cells = []
+        for shape, r in data["ratios"].items():
+            if label not in r:
+                cells.append("-")
+                continue
+            iv = intervals.get(shape, {}).get(label)
+            cells.append(f"{r[label]:.2f}x" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else ""))
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -1,8 +1,9 @@
-"""Uncertainty of accuracy differences: a paired bootstrap over the examples.
+"""Uncertainty of accuracy differences and speed-ups: paired bootstraps.
 
 Two models scored on the same examples are compared example by example: resampling the
 examples (with replacement) and recomputing the difference gives its spread. A difference
-whose 95% interval contains 0 is a tie.
+whose 95% interval contains 0 is a tie. Latencies timed in the same interleaved rounds are
+resampled by round in the same way; a speed-up whose interval contains 1 is a tie.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Interval", "agreement_interval", "paired_bootstrap"]
+__all__ = ["Interval", "agreement_interval", "paired_bootstrap", "speedup_interval"]
 
 
 @dataclass(frozen=True)
@@ -84,5 +85,31 @@ def agreement_interval(
         float(same.mean()),
         float(np.quantile(means, tail)),
         float(np.quantile(means, 1.0 - tail)),
+        level,
+    )
+
+
+def speedup_interval(
+    slow_s: Sequence[float],
+    fast_s: Sequence[float],
+    samples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Speed-up `median(slow) / median(fast)` of two runners timed in the same interleaved
+    rounds, with a percentile bootstrap interval that resamples whole rounds (both runners'
+    times of a round together, so a round slowed by other work weighs on both sides)."""
+    a = np.asarray(slow_s, dtype=np.float64)
+    b = np.asarray(fast_s, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0 or (a <= 0).any() or (b <= 0).any():
+        raise ValueError(f"need two equal-length lists of positive times ({a.shape} vs {b.shape})")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(samples, len(a)))
+    ratios = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+    tail = (1.0 - level) / 2.0
+    return Interval(
+        float(np.median(a) / np.median(b)),
+        float(np.quantile(ratios, tail)),
+        float(np.quantile(ratios, 1.0 - tail)),
         level,
     )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from qtoolkit.bench.machine import machine_info
-from qtoolkit.tasks.intervals import agreement_interval, paired_bootstrap
+from qtoolkit.tasks.intervals import agreement_interval, paired_bootstrap, speedup_interval
 
 
 def test_identical_models_tie_at_zero():
@@ -51,3 +51,21 @@ def test_machine_info_names_the_cpu():
     info = machine_info(threads=2)
     assert info["cpu"] and info["cores"] >= 1 and info["threads"] == 2
     assert info["versions"]["torch"]
+
+
+def test_speedup_interval_pairs_rounds():
+    rng = np.random.default_rng(3)
+    # Each round slowed by a shared factor (other work on the machine), fast side 1.5x faster.
+    load = rng.uniform(1.0, 1.6, 40)
+    slow = 0.30 * load * rng.normal(1.0, 0.01, 40)
+    fast = 0.20 * load * rng.normal(1.0, 0.01, 40)
+    iv = speedup_interval(slow, fast)
+    assert iv.value == pytest.approx(np.median(slow) / np.median(fast))
+    assert iv.low < iv.value < iv.high
+    assert iv.low > 1.0 and iv.high < 1.7
+    same = speedup_interval(slow, slow * rng.normal(1.0, 0.05, 40))
+    assert same.low <= 1.0 <= same.high  # a tie
+    with pytest.raises(ValueError):
+        speedup_interval([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError):
+        speedup_interval([0.1], [0.0])

@@ -436,6 +436,12 @@ GOAL_PAIRS = {
     "bert-base ort-int8-nores / ort-fp32": ("bert-base/ort-fp32", "bert-base/ort-int8-nores"),
     "minilm ort-int8 / ort-fp32": ("minilm/ort-fp32", "minilm/ort-int8"),
     "minilm ov-int8 / ov-default": ("minilm/ov-default", "minilm/ov-int8"),
+    # Against the fused float graph too (`--fusions`): the faster fp32 is the honest baseline.
+    "squeezebert ort-int8 / ort-fp32-fused": (
+        "squeezebert/ort-fp32-fused",
+        "squeezebert/ort-int8",
+    ),
+    "bert-base ort-int8 / ort-fp32-fused": ("bert-base/ort-fp32-fused", "bert-base/ort-int8"),
 }
 
 

@@ -223,8 +223,10 @@ def render_bench_openvino(data: dict[str, Any]) -> str:
 
 _CPU_ROWS = {
     "ort-fp32": "ORT fp32",
+    "ort-fp32-fused": "ORT fp32, transformer-optimizer fused",
     "ort-int8": "ORT qtool INT8 (CPU layout)",
     "ort-int8-nores": "ORT qtool INT8 (CPU layout), residual adds in float",
+    "ort-int8-fused": "ORT qtool INT8 (CPU layout), transformer-optimizer fused",
     "ort-dynamic": "ORT `quantize_dynamic`",
     "ov-f32": "OpenVINO f32 (forced)",
     "ov-default": "OpenVINO default ({precision})",

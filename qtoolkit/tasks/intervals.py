@@ -44,6 +44,13 @@ def _resample_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
     return values[idx].mean(axis=1)
 
 
+def _percentile_interval(value: float, draws: np.ndarray, level: float) -> Interval:
+    """`value` with the central `level` share of its bootstrap `draws` as the interval."""
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(draws, [tail, 1.0 - tail])
+    return Interval(float(value), float(low), float(high), level)
+
+
 def paired_bootstrap(
     correct_a: Sequence[float],
     correct_b: Sequence[float],
@@ -58,14 +65,7 @@ def paired_bootstrap(
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"need two equal-length, non-empty score lists ({a.shape} vs {b.shape})")
     diff = a - b
-    means = _resample_means(diff, samples, seed)
-    tail = (1.0 - level) / 2.0
-    return Interval(
-        float(diff.mean()),
-        float(np.quantile(means, tail)),
-        float(np.quantile(means, 1.0 - tail)),
-        level,
-    )
+    return _percentile_interval(diff.mean(), _resample_means(diff, samples, seed), level)
 
 
 def agreement_interval(
@@ -79,14 +79,7 @@ def agreement_interval(
     if len(preds_a) != len(preds_b) or not preds_a:
         raise ValueError("need two equal-length, non-empty prediction lists")
     same = np.array([x == y for x, y in zip(preds_a, preds_b, strict=True)], dtype=np.float64)
-    means = _resample_means(same, samples, seed)
-    tail = (1.0 - level) / 2.0
-    return Interval(
-        float(same.mean()),
-        float(np.quantile(means, tail)),
-        float(np.quantile(means, 1.0 - tail)),
-        level,
-    )
+    return _percentile_interval(same.mean(), _resample_means(same, samples, seed), level)
 
 
 def speedup_interval(
@@ -106,10 +99,4 @@ def speedup_interval(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), size=(samples, len(a)))
     ratios = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
-    tail = (1.0 - level) / 2.0
-    return Interval(
-        float(np.median(a) / np.median(b)),
-        float(np.quantile(ratios, tail)),
-        float(np.quantile(ratios, 1.0 - tail)),
-        level,
-    )
+    return _percentile_interval(np.median(a) / np.median(b), ratios, level)

@@ -8,7 +8,12 @@ rules for replacing an output:
 * a folder is replaced only if it is empty or qtool wrote it as the same kind of output;
 * a folder qtool wrote is not replaced while it holds files qtool did not write there;
 * an output is never an input, never inside an input's folder, and never holds an input;
-* a single output file (metrics JSON) is written only where no file is, or over one of its kind.
+* a single output file (metrics JSON) is written only where no file is, or over one of its kind;
+* an output is never on a virtual file system (/proc, /sys) and never behind a link loop;
+* what a killed qtool run left behind (`fsutil.is_leftover`) is qtool's own: removed, never a
+  reason to refuse;
+* an artifact written in steps (QAT saves its best epoch while it trains) says so in its
+  manifest (`incomplete`) until it is finished, and is refused as an input until then.
 
 The checks run before the work starts, so a refusal costs nothing.
 """
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.fsutil import atomic_dir, write_json
+from qtoolkit.fsutil import atomic_dir, is_leftover, write_json
 
 if TYPE_CHECKING:
     from qtoolkit.recipe import ModelConfig, Recipe
@@ -42,6 +47,7 @@ __all__ = [
     "check_not_inputs",
     "check_output_dir",
     "check_output_file",
+    "mark_complete",
     "finetuned_source",
     "fp32_path_for",
     "identify",
@@ -78,6 +84,7 @@ class Kind(StrEnum):
     BENCH = "qtoolkit-bench"
     METRICS = "qtoolkit-metrics"  # a single JSON file (evaluate / sensitivity -o)
     OPENVINO = "qtoolkit-openvino"  # build-engine --runtime openvino: IR, tokenizer, config
+    REPORT = "qtoolkit-report"  # ptq-sweep / autoquant results.{json,md}
 
 
 _DESCRIPTION = {
@@ -88,7 +95,11 @@ _DESCRIPTION = {
     Kind.BENCH: "benchmark report",
     Kind.METRICS: "metrics file",
     Kind.OPENVINO: "OpenVINO model",
+    Kind.REPORT: "report folder",
 }
+
+# Manifest field of an artifact still being written in steps: what finishes it.
+INCOMPLETE = "incomplete"
 
 
 def fp32_path_for(path: str | Path) -> Path:
@@ -135,6 +146,10 @@ def read_manifest(folder: str | Path, expect: Kind) -> dict[str, Any]:
         found = kind_of(folder)
         what = _DESCRIPTION[found] if found else f"'{manifest.get('format')}'"
         raise QtoolError(f"{folder} is a qtoolkit {what}, not a {_DESCRIPTION[expect]}")
+    if manifest.get(INCOMPLETE):
+        raise QtoolError(
+            f"{folder} is an unfinished {_DESCRIPTION[expect]}: {manifest[INCOMPLETE]}"
+        )
     return manifest
 
 
@@ -156,13 +171,23 @@ def write_manifest(folder: str | Path, kind: Kind, **fields: Any) -> Path:
     return path
 
 
+def mark_complete(folder: str | Path, **fields: Any) -> None:
+    """Drop the `incomplete` mark of `folder`'s manifest (adding `fields`): it is finished."""
+    folder = Path(folder)
+    manifest = try_read_manifest(folder)
+    if manifest is None:
+        return
+    manifest.pop(INCOMPLETE, None)
+    write_json(folder / MARKER, {**manifest, **fields})
+
+
 def record_files(folder: Path) -> None:
     """List every file of `folder` in its manifest, so a later run can tell a user's own files
     (which it must not delete) from the ones qtool wrote."""
     manifest = try_read_manifest(folder)
     if manifest is None:
         return
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(folder)) for p in _files(folder))
     write_json(folder / MARKER, {**manifest, "files": files})
 
 
@@ -233,13 +258,32 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _files(folder: Path) -> list[Path]:
+    """The files under `folder`, without what killed qtool runs left there."""
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(map(is_leftover, p.relative_to(folder).parts))
+    ]
+
+
+def _resolved(path: Path, what: str = "output") -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a link loop
+        raise QtoolError(
+            f"{what} {path}: a symbolic link loop (the link points back to itself); "
+            "use another path"
+        ) from None
+
+
 def _check_not_inputs(target: Path, inputs: Iterable[str | Path | None], is_dir: bool) -> None:
     """An output must not be an input, lie inside an input folder or (a folder) hold one."""
-    target = target.resolve()
+    target = _resolved(target)
     for item in inputs:
         if item is None or not Path(item).exists():
             continue
-        source = Path(item).resolve()
+        source = _resolved(Path(item), "input")
         if target == source or (source.is_dir() and _inside(target, source)):
             raise QtoolError(
                 f"output {target} would overwrite the input {item}; choose another output"
@@ -250,14 +294,45 @@ def _check_not_inputs(target: Path, inputs: Iterable[str | Path | None], is_dir:
             )
 
 
+# File systems that hold no files (the kernel's views): writing there fails, or worse.
+_VIRTUAL_FS = frozenset(
+    ("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+     "securityfs", "configfs", "pstore", "bpf", "mqueue", "fusectl", "binfmt_misc")
+)  # fmt: skip
+
+
+def _file_system(path: Path) -> str | None:
+    """The type of the file system `path` is on (Linux), or None when it cannot be told."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if _inside(path, Path(point)) and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
 def _check_writable(target: Path) -> None:
     """The output's nearest existing folder must be writable (a read-only disk, a folder without
-    permission): found now, not after the work."""
+    permission) and hold files (not /proc or /sys): found now, not after the work."""
     import os
 
-    folder = target.parent
+    resolved = _resolved(target)
+    folder = resolved.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    fs = _file_system(resolved)
+    if fs in _VIRTUAL_FS:
+        raise QtoolError(
+            f"output {target} is on the kernel's {fs} file system, which holds no files; "
+            "write somewhere else"
+        )
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise QtoolError(
             f"output {target}: {folder} is not writable (read-only file system or no "
@@ -282,8 +357,8 @@ def check_output_dir(
         return
     if not target.is_dir():
         raise QtoolError(f"output {target} exists and is not a directory; choose another")
-    if not any(target.iterdir()):
-        return
+    if not _files(target) and not any(p.is_dir() and not is_leftover(p) for p in target.iterdir()):
+        return  # empty, or only what a killed qtool run left
     found = kind_of(target)
     if found is None:
         raise QtoolError(f"output {target} exists and was not written by qtool; choose another")
@@ -296,8 +371,8 @@ def check_output_dir(
     if listed is not None:
         foreign = sorted(
             str(p.relative_to(target))
-            for p in target.rglob("*")
-            if p.is_file() and str(p.relative_to(target)) not in listed and p.name != MARKER
+            for p in _files(target)
+            if str(p.relative_to(target)) not in listed and p.name != MARKER
         )
         if foreign:
             raise QtoolError(
@@ -308,14 +383,18 @@ def check_output_dir(
 
 @contextlib.contextmanager
 def writing_dir(
-    target: str | Path, kind: Kind, inputs: Iterable[str | Path | None] = ()
+    target: str | Path,
+    kind: Kind,
+    inputs: Iterable[str | Path | None] = (),
+    keep_others: bool = False,
 ) -> Iterator[Path]:
     """Check the rules, then yield a temporary folder that replaces `target` on success.
 
     The block writes the manifest (`write_manifest`); the files it wrote are recorded in it.
+    `keep_others`: the old folder's other files stay (an export next to other exports).
     """
     check_output_dir(target, kind, inputs)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, keep_others) as tmp:
         yield tmp
         record_files(tmp)
 

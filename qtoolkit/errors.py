@@ -38,6 +38,7 @@ _ADVICE = {
     errno.EEXIST: "it already exists: remove it or use another path",
     errno.ENAMETOOLONG: "the name is too long: use a shorter path",
     errno.EIO: "input/output error: check the disk",
+    errno.ELOOP: "a symbolic link loop (a link that points back to itself): use another path",
 }
 
 

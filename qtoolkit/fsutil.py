@@ -1,10 +1,17 @@
-"""Atomic outputs: a stage writes into a temporary sibling and renames it into place."""
+"""Atomic outputs: a stage writes into a temporary sibling and renames it into place.
+
+Temporary names carry the writing process's id (`.model.onnx.4711-ab12cd34.tmp`), so a run
+killed before its rename (SIGKILL, a power cut) leaves something the next run recognises as
+qtool's own leftover (`is_leftover`) and removes (`clean_leftovers`) instead of taking it for a
+user's file.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,13 +20,78 @@ from typing import Any
 
 from qtoolkit.errors import QtoolError, describe_os_error
 
-__all__ = ["atomic_dir", "atomic_file", "write_json"]
+__all__ = [
+    "atomic_dir",
+    "atomic_file",
+    "clean_leftovers",
+    "is_leftover",
+    "temp_dir_beside",
+    "write_json",
+]
+
+# `.NAME.PID-XXXXXXXX.tmp` (mkdtemp/mkstemp), `.NAME.XXXXXXXX.tmp` (qtool before PIDs were
+# recorded) and `.NAME.old-PID` (a replaced folder not yet deleted).
+_LEFTOVER = re.compile(
+    r"^\.(?P<name>.+)\.(?:(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{8}\.tmp|old-(?P<old>\d+))$"
+)
+
+
+def is_leftover(path: str | Path) -> bool:
+    """Whether `path` is a temporary file or folder of a qtool run that did not finish."""
+    match = _LEFTOVER.match(Path(path).name)
+    if match is None:
+        return False
+    pid = match.group("pid") or match.group("old")
+    return pid is None or not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def clean_leftovers(folder: str | Path, name: str | None = None) -> None:
+    """Remove what killed qtool runs left in `folder` (only those for `name`, if given)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        match = _LEFTOVER.match(path.name)
+        if match is None or (name is not None and match.group("name") != name):
+            continue
+        if not is_leftover(path):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}-"
+
+
+def temp_dir_beside(target: str | Path) -> Path:
+    """A new temporary folder next to `target` (same file system, so a rename moves it)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(target.parent, target.name)
+    return Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, keep_others: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces `target` only if the block succeeds.
 
+    `keep_others`: files of the old `target` that the block did not write are carried over
+    (hard links, else copies), so adding files to a folder is one step too.
     No policy here: which folders may be replaced is decided by `qtoolkit.artifacts`, whose
     `writing_dir` checks its rules and then calls this.
     """
@@ -27,8 +99,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise QtoolError(f"output {target} exists and is not a directory")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = temp_dir_beside(target)
     except OSError as exc:
         raise QtoolError(describe_os_error(_named(exc, None, target), target)) from None
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an output gets the usual permissions
@@ -40,7 +111,13 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _usual_permissions(tmp)
+    try:
+        if keep_others and target.is_dir():
+            _carry_over(target, tmp)
+        _usual_permissions(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise QtoolError(describe_os_error(_named(exc, tmp, target), target)) from None
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -50,13 +127,28 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _carry_over(old: Path, new: Path) -> None:
+    """Link (else copy) into `new` every file of `old` that `new` has no file for. Done after
+    the block, so nothing the block wrote can reach the old folder's files through a link."""
+    for path in sorted(old.rglob("*")):
+        rel = path.relative_to(old)
+        if not path.is_file() or (new / rel).exists() or any(map(is_leftover, rel.parts)):
+            continue
+        (new / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, new / rel)
+        except OSError:
+            shutil.copy2(path, new / rel)
+
+
 @contextlib.contextmanager
 def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; it is renamed to `target` on success."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        clean_leftovers(target.parent, target.name)
+        fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise QtoolError(describe_os_error(_named(exc, None, target), target)) from None
     os.close(fd)

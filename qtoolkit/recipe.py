@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.recipe_io import bool_for_number, parse_override, read_recipe_file, set_override
+from qtoolkit.recipe_io import StrictModel, parse_override, read_recipe_file, set_override
 from qtoolkit.recipe_ptq import CalibPtqFields, QuantPtqFields
 
 __all__ = [
@@ -44,16 +44,8 @@ Task = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    # No unknown keys, no inf/nan floats, no `true` for a number (pydantic would take it as 1).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_number(cls, value: Any, info) -> Any:
-        if bool_for_number(cls.model_fields[info.field_name].annotation, value):
-            raise ValueError(f"expected a number, not {str(value).lower()}")
-        return value
+# No unknown keys, no inf/nan floats, no `true` for a number (pydantic would take it as 1).
+_Strict = StrictModel
 
 
 class ModelConfig(_Strict):
@@ -359,15 +351,22 @@ class Recipe(_Strict):
         return Path(explicit) if explicit is not None else self.output_dir / stage
 
 
-def _format_validation_error(err: ValidationError, source: str, overrides: list[str]) -> str:
+def _format_validation_error(
+    err: ValidationError, source: str, overrides: list[str], labels: dict[str, str]
+) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    given = [o for o in overrides if o.partition("=")[0].strip() in (loc, loc.rpartition(".")[0])]
-    if given:  # the bad value came from the command line, not from the file
-        source = f"override '{given[-1]}'"
+
+    def sets_it(override: str) -> bool:  # the key, its section, or (a section's check) in it
+        key = override.partition("=")[0].strip()
+        return key in (loc, loc.rpartition(".")[0]) or key.startswith(f"{loc}.")
+
+    given = [o for o in overrides if sets_it(o)]
+    if given:  # the bad value came from the command line (a flag or --set), not from the file
+        source = labels.get(given[-1]) or f"override '{given[-1]}'"
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
-    return f"{source}: '{loc}': {first['msg']}"
+    return f"{source}: '{loc}': {first['msg'].removeprefix('Value error, ')}"
 
 
 # Recipe fields that are sections: an override sets their keys, never the whole of one.
@@ -378,8 +377,13 @@ _SECTIONS = frozenset(
 )
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
-    """Load a YAML recipe (or the defaults when `path` is None) and apply `key=value` overrides."""
+def load_recipe(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> Recipe:
+    """Load a YAML recipe (or the defaults when `path` is None) and apply `key=value` overrides;
+    `labels` say how an override was given (`--max-shape 32x0`) for the error line."""
     data: dict[str, Any] = read_recipe_file(path) if path is not None else {}
     for item in overrides or []:
         set_override(data, *parse_override(item), sections=_SECTIONS)
@@ -387,7 +391,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         return Recipe.model_validate(data)
     except ValidationError as err:
         source = str(path) if path is not None else "defaults"
-        raise QtoolError(_format_validation_error(err, source, overrides or [])) from None
+        raise QtoolError(
+            _format_validation_error(err, source, overrides or [], labels or {})
+        ) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:

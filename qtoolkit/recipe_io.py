@@ -1,6 +1,7 @@
-"""Reading recipes strictly: the YAML file (UTF-8, no duplicate keys) and `--set` overrides
-(`section.key=value`, a value always given, a whole section never replaced), and the rule that a
-boolean is not a number. `qtoolkit.recipe` validates what these return."""
+"""Reading recipes strictly: the YAML file (UTF-8, no duplicate keys, aliases that expand to a
+bounded size) and `--set` overrides (`section.key=value`, a value always given, a whole section
+never replaced), and `StrictModel`, the base of every recipe section: no unknown key, no
+boolean for a number, finite numbers only. `qtoolkit.recipe` validates what these return."""
 
 from __future__ import annotations
 
@@ -10,10 +11,37 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+from pydantic import BaseModel, ConfigDict, field_validator
+
 from qtoolkit.errors import QtoolError
 from qtoolkit.textfiles import read_utf8
 
-__all__ = ["bool_for_number", "parse_override", "read_recipe_file", "set_override"]
+__all__ = [
+    "MAX_YAML_VALUES",
+    "StrictModel",
+    "bool_for_number",
+    "parse_override",
+    "read_recipe_file",
+    "set_override",
+]
+
+# A recipe is a few hundred values; aliases (&a ... *a) that expand past this are a "billion
+# laughs" document, which would fill memory (and config.json) when expanded.
+MAX_YAML_VALUES = 100_000
+
+
+class StrictModel(BaseModel):
+    """Base of every recipe section: no unknown keys, no inf/nan floats, no `true` for a number
+    (pydantic would take it as 1)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info) -> Any:
+        if bool_for_number(cls.model_fields[info.field_name].annotation, value):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
 
 
 @functools.cache
@@ -52,17 +80,12 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise QtoolError(f"recipe not found: {path}")
-    text = read_utf8(path)
-    loader = _loader()(text)
-    loader.name = str(path)
     try:
-        loaded = loader.get_single_data()
+        loaded = _load_bounded(read_utf8(path), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise QtoolError(f"{path}: not valid YAML{where}") from None
-    finally:
-        loader.dispose()
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -70,6 +93,38 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
             f"{path}: a recipe must be a mapping of sections, not {type(loaded).__name__}"
         )
     return loaded
+
+
+def _load_bounded(text: str, name: str) -> Any:
+    """The YAML document in `text`, refused when its aliases expand past MAX_YAML_VALUES."""
+    loader = _loader()(text)
+    loader.name = name
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_VALUES:
+            raise QtoolError(
+                f"{name}: its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values; "
+                "write the values out instead of repeating aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """How many values `node` holds once every alias is expanded (shared nodes counted once per
+    use, computed once each; a node inside itself counts 1)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = 1
+    if isinstance(node.value, list):
+        items = [n for pair in node.value for n in (pair if isinstance(pair, tuple) else (pair,))]
+        sizes[key] = 1 + sum(_expanded_size(item, sizes) for item in items)
+    return sizes[key]
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -88,7 +143,7 @@ def parse_override(item: str) -> tuple[str, Any]:
             "empty string)"
         )
     try:
-        value = yaml.safe_load(raw)
+        value = _load_bounded(raw, f"override '{item}'")
     except yaml.YAMLError:
         value = raw
     return key, value

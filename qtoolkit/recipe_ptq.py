@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from qtoolkit.recipe_io import StrictModel as _Strict
 
 __all__ = ["AutoQuantConfig", "CalibPtqFields", "QuantPtqFields", "SmoothQuantConfig"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SmoothQuantConfig(_Strict):
@@ -30,6 +28,7 @@ class SmoothQuantConfig(_Strict):
     )
     sites: list[Literal["qkv", "ffn_in", "attn_out", "ffn_out"]] = Field(
         default_factory=lambda: ["qkv", "ffn_in", "attn_out", "ffn_out"],
+        min_length=1,
         description="qkv/ffn_in fold into the LayerNorm before them, attn_out into the value "
         "projection, ffn_out is an explicit per-channel scale.",
     )
@@ -52,7 +51,7 @@ class AutoQuantConfig(_Strict):
         None, description="Task metric (default: the task's primary one) or 'agreement'."
     )
     methods: list[str] | None = Field(
-        None, description="Calibrators to choose from on dev (default: all)."
+        None, min_length=1, description="Calibrators to choose from on dev (default: all)."
     )
     granularity: Literal["gemm", "role"] = Field(
         "gemm", description="Fallback unit: one GEMM (its input + weight) or a role in all layers."
@@ -60,15 +59,26 @@ class AutoQuantConfig(_Strict):
     max_fallback: int | None = Field(None, ge=0, description="At most this many units in float.")
     latency: bool = Field(True, description="Time each fallback step on ONNX Runtime.")
 
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, names: list[str] | None) -> list[str] | None:
+        from qtoolkit.quant.calib.registry import CALIB_METHODS
 
-class QuantPtqFields(_Strict):
+        unknown = [n for n in names or [] if n not in CALIB_METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown} (known: {', '.join(CALIB_METHODS)})")
+        return names
+
+
+# The two mixins are plain models: recipe.QuantConfig / CalibConfig put StrictModel first.
+class QuantPtqFields(BaseModel):
     """Base of recipe.QuantConfig: its SmoothQuant and autoquant sub-sections."""
 
     smoothquant: SmoothQuantConfig | None = Field(None, description="Off unless set.")
     auto: AutoQuantConfig | None = Field(None, description="Settings of qtool autoquant.")
 
 
-class CalibPtqFields(_Strict):
+class CalibPtqFields(BaseModel):
     """Base of recipe.CalibConfig: bias correction after calibration."""
 
     bias_correction: bool = Field(

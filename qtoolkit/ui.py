@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -17,7 +17,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["console", "err_console", "track", "notice", "progress_bar"]
+__all__ = [
+    "console",
+    "err_console",
+    "labelled",
+    "note",
+    "notice",
+    "progress_bar",
+    "track",
+    "verbatim",
+]
 
 T = TypeVar("T")
 
@@ -67,7 +76,37 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[str], None]
         yield advance
 
 
+def verbatim(renderable: Any) -> Any:
+    """`renderable` with every plain string in it (alone or in a Group) as literal text: rich
+    would read `[bold]` in a user's path as markup and drop it."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if isinstance(renderable, str):
+        return Text(renderable)
+    if isinstance(renderable, Group):
+        return Group(*(verbatim(r) for r in renderable.renderables))
+    return renderable
+
+
+def labelled(label: str, style: str, message: str = "") -> None:
+    """`label message` on stderr: the label styled, the message as it is."""
+    from rich.text import Text
+
+    text = Text(label, style=style)
+    if message:
+        text.append(" " + message)
+    err_console.print(text, highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> Any:
+    """A `note: ...` line to put in a summary (the label styled, the message as it is)."""
+    from rich.text import Text
+
+    return Text("note:", style="yellow").append(" " + message)
+
+
 def notice(message: str) -> None:
     if not _is_main():
         return
-    err_console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
+    err_console.print(note(message), highlight=False)

@@ -6,17 +6,28 @@ from typing import Annotated
 
 import typer
 
-from qtoolkit.cli.common import RecipeOpt, SetOpt, build_recipe, handle_errors, show
+from qtoolkit.cli.common import (
+    RecipeOpt,
+    SetOpt,
+    build_recipe,
+    handle_errors,
+    main_rank_only,
+    name_list,
+    show,
+)
 
 __all__ = ["autoquant"]
 
 
 @handle_errors
+@main_rank_only
 def autoquant(
     recipe: RecipeOpt = None,
-    budget: Annotated[
+    budget_points: Annotated[
         float | None,
-        typer.Option(help="Allowed loss vs fp32 on dev, in points (quant.auto.budget_points)."),
+        typer.Option(
+            "--budget", help="Allowed loss vs fp32 on dev, in points (quant.auto.budget_points)."
+        ),
     ] = None,
     metric: Annotated[
         str | None,
@@ -49,10 +60,12 @@ def autoquant(
         recipe,
         sets,
         {
-            "quant.auto.methods": [m.strip() for m in methods.split(",")] if methods else None,
+            "quant.auto.budget_points": budget_points,
+            "quant.auto.metric": metric,
+            "quant.auto.methods": name_list(methods, "--methods"),
             "quant.auto.granularity": granularity,
             "quant.auto.max_fallback": max_fallback,
             "quant.auto.latency": latency,
         },
     )
-    show(run_autoquant(r, budget, metric))
+    show(run_autoquant(r))

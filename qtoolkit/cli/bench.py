@@ -7,12 +7,23 @@ from typing import Annotated
 
 import typer
 
-from qtoolkit.cli.common import RecipeOpt, SetOpt, build_recipe, handle_errors, int_list, show
+from qtoolkit.cli.common import (
+    RecipeOpt,
+    SetOpt,
+    build_recipe,
+    handle_errors,
+    int_list,
+    main_rank_only,
+    name_list,
+    say,
+    show,
+)
 
 __all__ = ["benchmark", "run"]
 
 
 @handle_errors
+@main_rank_only
 def benchmark(
     recipe: RecipeOpt = None,
     target: Annotated[
@@ -45,7 +56,7 @@ def benchmark(
     from qtoolkit.bench.targets import resolve_targets
     from qtoolkit.pipeline.benchmark import run_benchmark
 
-    backend_list = [b.strip() for b in backends.split(",")] if backends else None
+    backend_list = name_list(backends, "--backends")
     if target and backend_list is None:
         backend_list = []
     r = build_recipe(
@@ -53,8 +64,8 @@ def benchmark(
         sets,
         {
             "bench.backends": backend_list,
-            "bench.batch_sizes": int_list(batch_sizes),
-            "bench.seq_lengths": int_list(seq_lengths),
+            "bench.batch_sizes": int_list(batch_sizes, "--batch-sizes"),
+            "bench.seq_lengths": int_list(seq_lengths, "--seq-lengths"),
             "bench.iterations": iterations,
             "bench.warmup": warmup,
             "bench.threads": threads,
@@ -81,13 +92,16 @@ def run(
     input checksums, timings) and report.md linking every output.
     """
     from qtoolkit.pipeline.run import run_pipeline
-    from qtoolkit.ui import console, notice
+    from qtoolkit.ui import console, notice, verbatim
 
     r = build_recipe(recipe, sets, {})
 
     def on_stage(rec) -> None:
-        (notice if rec.is_warning else console.print)(rec.summary())
+        if rec.is_warning:
+            notice(rec.summary())
+        else:
+            console.print(verbatim(rec.summary()), highlight=False)
         for message in rec.notices if rec.status != "running" else []:
             notice(message)
 
-    console.print(run_pipeline(r, force=force, only=only, on_stage=on_stage).summary())
+    say(run_pipeline(r, force=force, only=only, on_stage=on_stage).summary())

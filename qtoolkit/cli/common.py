@@ -19,6 +19,9 @@ __all__ = [
     "check_limit",
     "handle_errors",
     "int_list",
+    "main_rank_only",
+    "name_list",
+    "say",
     "shape",
     "show",
 ]
@@ -37,17 +40,16 @@ SetOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    from qtoolkit.ui import err_console
+    from qtoolkit.ui import labelled
 
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    labelled("error:", "bold red", message)
     return typer.Exit(code)
 
 
 def _interrupted(hint: str = "") -> typer.Exit:
-    from qtoolkit.ui import err_console
+    from qtoolkit.ui import labelled
 
-    text = "[bold yellow]interrupted[/bold yellow]" + (f": {hint}" if hint else "")
-    err_console.print(text, highlight=False, soft_wrap=True)
+    labelled("interrupted" + (":" if hint else ""), "bold yellow", hint)
     return typer.Exit(130)
 
 
@@ -96,13 +98,68 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def main_rank_only(fn: F) -> F:
+    """For a command that is not data-parallel: under torchrun, rank 0 runs it as one plain
+    process and the other ranks return at once (instead of every rank writing the same files
+    and printing every line)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from qtoolkit import dist
+        from qtoolkit.ui import notice
+
+        if not dist.launched():
+            return fn(*args, **kwargs)
+        if dist.rank() != 0:
+            return None
+        saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+        os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
+        try:
+            notice(f"{saved['WORLD_SIZE']} processes launched: this command runs on rank 0 only")
+            return fn(*args, **kwargs)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    return wrapper  # type: ignore[return-value]
+
+
 def build_recipe(recipe: Path | None, sets: list[str] | None, flags: dict[str, Any]):
-    """Recipe file, then `--set` overrides, then explicit flags (None means 'not given')."""
+    """Recipe file, then `--set` overrides, then explicit flags (None means 'not given'). A bad
+    flag value is reported under the flag's own name (`--max-shape 32x0`)."""
     from qtoolkit.recipe import load_recipe
 
     overrides = list(sets or [])
-    overrides += [f"{k}={_yaml_value(v)}" for k, v in flags.items() if v is not None]
-    return load_recipe(recipe, overrides)
+    labels: dict[str, str] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        override = f"{key}={_yaml_value(value)}"
+        overrides.append(override)
+        label = _option_label(key)
+        if label is not None:
+            labels[override] = label
+    return load_recipe(recipe, overrides, labels=labels)
+
+
+def _option_label(key: str) -> str | None:
+    """How the user gave recipe field `key` on the command line: `--min-shape 0x16`. The option
+    is the command's parameter named like the field (`output` for `*.output_dir`)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    field = key.rsplit(".", 1)[-1]
+    for param in ctx.command.params:
+        if param.name in (field, field.removesuffix("_dir")) and param.opts:
+            option = max(param.opts, key=len)
+            raw = ctx.params.get(param.name)
+            return option if isinstance(raw, bool) or raw is None else f"{option} {raw}"
+    return None
 
 
 def _yaml_value(value: Any) -> str:
@@ -114,15 +171,24 @@ def _yaml_value(value: Any) -> str:
 
 
 def show(outcome: Any, *args: Any, highlight: bool | None = None) -> None:
-    """A stage's notices (stderr), then its own `summary()` (stdout)."""
-    from qtoolkit.ui import console, notice
+    """A stage's notices (stderr), then its own `summary()` (stdout). Text is printed as it is
+    (a path like `[bold]x` keeps its brackets); styles come from rich objects only."""
+    from qtoolkit.ui import console, notice, verbatim
 
     for message in getattr(outcome, "notices", None) or []:
         notice(message)
+    summary = verbatim(outcome.summary(*args))
     if highlight is None:
-        console.print(outcome.summary(*args))
+        console.print(summary)
     else:
-        console.print(outcome.summary(*args), highlight=highlight)
+        console.print(summary, highlight=highlight)
+
+
+def say(text: str) -> None:
+    """One line on stdout, as it is (no markup, no highlighting)."""
+    from qtoolkit.ui import console, verbatim
+
+    console.print(verbatim(text), highlight=False)
 
 
 def check_limit(limit: int | None, option: str = "--limit") -> None:
@@ -131,22 +197,36 @@ def check_limit(limit: int | None, option: str = "--limit") -> None:
         raise QtoolError(f"{option} must be >= 1, not {limit}")
 
 
-def shape(value: str | None) -> list[int] | None:
-    """`8x128` -> [8, 128]."""
+def shape(value: str | None, option: str = "shape") -> list[int] | None:
+    """`8x128` -> [8, 128]; both at least 1."""
     if value is None:
         return None
     try:
         batch, seq = (int(v) for v in value.lower().split("x"))
     except ValueError:
-        raise QtoolError(f"shape '{value}' must look like BATCHxSEQ, e.g. 8x128") from None
+        raise QtoolError(f"{option} '{value}' must look like BATCHxSEQ, e.g. 8x128") from None
+    if batch < 1 or seq < 1:
+        raise QtoolError(f"{option} '{value}': batch and sequence length must be >= 1")
     return [batch, seq]
 
 
-def int_list(value: str | None) -> list[int] | None:
-    """`1,8,32` -> [1, 8, 32]."""
+def name_list(value: str | None, option: str) -> list[str] | None:
+    """`max,mse` -> ['max', 'mse']; an empty item (`max,,mse`, `''`) is refused, not skipped."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",")]
+    if not all(names):
+        raise QtoolError(
+            f"{option} '{value}' has an empty name; give comma-separated names, e.g. max,mse"
+        )
+    return names
+
+
+def int_list(value: str | None, option: str = "list") -> list[int] | None:
+    """`1,8,32` -> [1, 8, 32]; an empty item (`1,,8`) is refused, not skipped."""
     if value is None:
         return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise QtoolError(f"'{value}' must be comma-separated integers, e.g. 1,8") from None
+        return [int(v) for v in name_list(value, option) or []]
+    except (ValueError, QtoolError):
+        raise QtoolError(f"{option} '{value}' must be comma-separated integers, e.g. 1,8") from None

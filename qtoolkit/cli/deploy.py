@@ -7,13 +7,23 @@ from typing import Annotated
 
 import typer
 
-from qtoolkit.cli.common import RecipeOpt, SetOpt, build_recipe, handle_errors, shape, show
+from qtoolkit.cli.common import (
+    RecipeOpt,
+    SetOpt,
+    build_recipe,
+    handle_errors,
+    main_rank_only,
+    say,
+    shape,
+    show,
+)
 from qtoolkit.errors import QtoolError
 
 __all__ = ["export_onnx_cmd", "check_onnx_cmd", "build_engine_cmd"]
 
 
 @handle_errors
+@main_rank_only
 def export_onnx_cmd(
     checkpoint: Annotated[
         Path | None,
@@ -50,7 +60,6 @@ def export_onnx_cmd(
     model.onnx` and `qtool benchmark` can use it. Nothing is written if validation fails.
     """
     from qtoolkit.pipeline.export import default_export_source, export_checkpoint
-    from qtoolkit.ui import console
 
     r = build_recipe(
         recipe,
@@ -66,10 +75,11 @@ def export_onnx_cmd(
     source = checkpoint or default_export_source(r)
     out_path = output or r.stage_dir("export") / "model.onnx"
     # ExportResult.summary() already lists its notices, so they are not printed separately.
-    console.print(export_checkpoint(source, out_path, r).summary(), highlight=False)
+    say(export_checkpoint(source, out_path, r).summary())
 
 
 @handle_errors
+@main_rank_only
 def check_onnx_cmd(
     model: Annotated[Path, typer.Argument(help="An ONNX model.")],
     recipe: RecipeOpt = None,
@@ -86,7 +96,6 @@ def check_onnx_cmd(
     """
     from qtoolkit.export import check_onnx, format_violations
     from qtoolkit.export.check import has_qdq, load_onnx
-    from qtoolkit.ui import console
 
     if not model.is_file():
         raise QtoolError(f"ONNX model not found: {model}")
@@ -98,12 +107,13 @@ def check_onnx_cmd(
             "would build it in float; export a calibrated checkpoint, or pass --allow-float"
         )
     violations = check_onnx(proto, quant_cfg)
-    console.print(format_violations(violations), highlight=False)
+    say(format_violations(violations))
     if violations:
         raise typer.Exit(1)
 
 
 @handle_errors
+@main_rank_only
 def build_engine_cmd(
     onnx_model: Annotated[Path, typer.Argument(help="QDQ ONNX model (from qtool export-onnx).")],
     recipe: RecipeOpt = None,
@@ -166,9 +176,9 @@ def build_engine_cmd(
         recipe,
         sets,
         {
-            "engine.min_shape": shape(min_shape),
-            "engine.opt_shape": shape(opt_shape),
-            "engine.max_shape": shape(max_shape),
+            "engine.min_shape": shape(min_shape, "--min-shape"),
+            "engine.opt_shape": shape(opt_shape, "--opt-shape"),
+            "engine.max_shape": shape(max_shape, "--max-shape"),
             "engine.workspace_mib": workspace_mib,
             "engine.timing_cache": timing_cache,
             "engine.strongly_typed": strongly_typed,

@@ -13,6 +13,9 @@ from qtoolkit.cli.common import (
     build_recipe,
     check_limit,
     handle_errors,
+    main_rank_only,
+    name_list,
+    say,
     show,
 )
 from qtoolkit.errors import QtoolError
@@ -73,6 +76,7 @@ def calibrate(
 
 
 @handle_errors
+@main_rank_only
 def ptq_sweep(
     recipe: RecipeOpt = None,
     model: Annotated[str | None, typer.Option(help="Trained checkpoint to quantize.")] = None,
@@ -91,11 +95,11 @@ def ptq_sweep(
     from qtoolkit.quant.calib.registry import CALIB_METHODS
 
     r = build_recipe(recipe, sets, {"model.path": model})
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else CALIB_METHODS
-    show(run_ptq_sweep(r, list(chosen)))
+    show(run_ptq_sweep(r, name_list(methods, "--methods") or list(CALIB_METHODS)))
 
 
 @handle_errors
+@main_rank_only
 def sensitivity(
     checkpoint: Annotated[Path, typer.Argument(help="A calibrated or QAT checkpoint directory.")],
     recipe: RecipeOpt = None,
@@ -113,7 +117,6 @@ def sensitivity(
     from qtoolkit.artifacts import Kind, check_output_file
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.sensitivity import run_sensitivity
-    from qtoolkit.ui import console
 
     if by not in ("role", "layer"):
         raise QtoolError(f"--by must be role or layer, not '{by}'")
@@ -126,7 +129,7 @@ def sensitivity(
     show(outcome)
     if output is not None:
         write_json(output, outcome.to_json())
-        console.print(f"wrote {output}")
+        say(f"wrote {output}")
 
 
 @handle_errors
@@ -189,6 +192,7 @@ def qat(
 
 
 @handle_errors
+@main_rank_only
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="A directory written by qtool calibrate/qat.")],
     pattern: Annotated[

@@ -13,6 +13,8 @@ from qtoolkit.cli.common import (
     build_recipe,
     check_limit,
     handle_errors,
+    main_rank_only,
+    say,
     show,
 )
 
@@ -22,6 +24,7 @@ data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
 
 
 @handle_errors
+@main_rank_only
 def data_prepare(
     name: Annotated[str, typer.Argument(help="Dataset: rt-sentiment.")],
     output: Annotated[
@@ -86,6 +89,7 @@ def finetune(
 
 
 @handle_errors
+@main_rank_only
 def evaluate(
     target: Annotated[
         Path,
@@ -117,7 +121,6 @@ def evaluate(
     from qtoolkit.artifacts import Kind, check_output_file
     from qtoolkit.fsutil import write_json
     from qtoolkit.pipeline.evaluate import run_evaluate
-    from qtoolkit.ui import console
 
     check_limit(limit)
     r = build_recipe(recipe, sets, {})
@@ -130,4 +133,4 @@ def evaluate(
     show(outcome)
     if output is not None:
         write_json(output, outcome.to_json())
-        console.print(f"wrote {output}")
+        say(f"wrote {output}")

@@ -77,11 +77,15 @@ class AutoquantOutcome:
         from rich.console import Group
         from rich.markdown import Markdown
 
+        from qtoolkit.ui import note
+
         lines: list[Any] = [Markdown(autoquant_markdown(self.to_json()))]
         if not self.search.met:
             lines.append(
-                f"[yellow]note:[/yellow] dev {self.metric} did not reach fp32 - "
-                f"{self.budget_points} points; kept the best step found"
+                note(
+                    f"dev {self.metric} did not reach fp32 - {self.budget_points} points; kept "
+                    "the best step found"
+                )
             )
         lines.append(f"wrote {self.checkpoint}; report {self.report_dir / 'results.md'}")
         return Group(*lines)

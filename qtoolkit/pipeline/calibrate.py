@@ -29,6 +29,8 @@ class CalibrateOutcome:
         `calib` (the recipe's) names the method in the text."""
         from rich.console import Group
 
+        from qtoolkit.ui import note
+
         per_100 = self.seconds / self.num_samples * 100
         what = ""
         if calib is not None:
@@ -41,8 +43,10 @@ class CalibrateOutcome:
         ]
         if self.unused:
             lines.append(
-                f"[yellow]note:[/yellow] {len(self.unused)} quantizers saw no data and stay in "
-                f"float: {self.unused[:3]}"
+                note(
+                    f"{len(self.unused)} quantizers saw no data and stay in float: "
+                    f"{self.unused[:3]}"
+                )
             )
         lines.append(f"wrote {self.output_dir} (amax table: {self.output_dir / 'amax.md'})")
         return Group(*lines)

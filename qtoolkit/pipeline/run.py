@@ -60,16 +60,19 @@ class StageRecord:
         """A stage that did not run when it was meant to (shown as a note, not as progress)."""
         return self.status not in _PROGRESS
 
-    def summary(self) -> str:
-        """One line of `qtool run` progress for this stage (rich markup)."""
+    def summary(self) -> Any:
+        """One line of `qtool run` progress for this stage: plain text, or a styled rich Text
+        (a reason naming a path is never read as markup)."""
+        from rich.text import Text
+
         if self.status == "running":
-            return f"[bold]running {self.name}[/bold]"
+            return Text(f"running {self.name}", style="bold")
         if self.status == "ran":
             return f"{self.name} ran in {self.seconds:.1f}s"
         if self.status == "up-to-date":
             return f"{self.name} up to date"
         if self.status == "not-configured":
-            return f"[dim]{self.name}: not configured ({self.reason})[/dim]"
+            return Text(f"{self.name}: not configured ({self.reason})", style="dim")
         return f"{self.name} {self.status}: {self.reason}"
 
 

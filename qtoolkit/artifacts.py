@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.fsutil import atomic_dir, is_leftover, write_json
+from qtoolkit.fsutil import atomic_dir, carry_over, is_leftover, write_json
 
 if TYPE_CHECKING:
     from qtoolkit.recipe import ModelConfig, Recipe
@@ -39,6 +39,7 @@ __all__ = [
     "AMAX_MD",
     "ENGINE_FILE",
     "EXPORT_FILE",
+    "INCOMPLETE",
     "MARKER",
     "OPENVINO_FILE",
     "WEIGHTS",
@@ -394,8 +395,10 @@ def writing_dir(
     `keep_others`: the old folder's other files stay (an export next to other exports).
     """
     check_output_dir(target, kind, inputs)
-    with atomic_dir(target, keep_others) as tmp:
+    with atomic_dir(target) as tmp:
         yield tmp
+        if keep_others and Path(target).is_dir():
+            carry_over(target, tmp)
         record_files(tmp)
 
 

@@ -23,6 +23,7 @@ from qtoolkit.errors import QtoolError, describe_os_error
 __all__ = [
     "atomic_dir",
     "atomic_file",
+    "carry_over",
     "clean_leftovers",
     "is_leftover",
     "temp_dir_beside",
@@ -87,11 +88,9 @@ def temp_dir_beside(target: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, keep_others: bool = False) -> Iterator[Path]:
+def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces `target` only if the block succeeds.
 
-    `keep_others`: files of the old `target` that the block did not write are carried over
-    (hard links, else copies), so adding files to a folder is one step too.
     No policy here: which folders may be replaced is decided by `qtoolkit.artifacts`, whose
     `writing_dir` checks its rules and then calls this.
     """
@@ -111,13 +110,7 @@ def atomic_dir(target: str | Path, keep_others: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    try:
-        if keep_others and target.is_dir():
-            _carry_over(target, tmp)
-        _usual_permissions(tmp)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise QtoolError(describe_os_error(_named(exc, tmp, target), target)) from None
+    _usual_permissions(tmp)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -127,9 +120,11 @@ def atomic_dir(target: str | Path, keep_others: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _carry_over(old: Path, new: Path) -> None:
-    """Link (else copy) into `new` every file of `old` that `new` has no file for. Done after
-    the block, so nothing the block wrote can reach the old folder's files through a link."""
+def carry_over(old: str | Path, new: str | Path) -> None:
+    """Link (else copy) into `new` every file of `old` that `new` has no file for, leftovers of
+    killed runs excepted. Call it once `new` is written: a file written into `new` afterwards
+    could reach the old folder's file through the link."""
+    old, new = Path(old), Path(new)
     for path in sorted(old.rglob("*")):
         rel = path.relative_to(old)
         if not path.is_file() or (new / rel).exists() or any(map(is_leftover, rel.parts)):

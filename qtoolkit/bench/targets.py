@@ -6,6 +6,10 @@ on one backend, under a name used in tables. Targets come from the recipe (`benc
 each on the file the recipe's stages write, and `bench.targets`) and from `NAME=PATH` strings
 (the CLI's `--target`), where NAME is a backend (`ort-int8=x.onnx`), `LABEL:BACKEND`
 (`qat:ort-int8=x.onnx`) or a plain label, the backend then read from the file.
+
+A name that looks like a backend but is none (`ov-int9`) is refused rather than taken for a
+label, two targets of one name are refused rather than one dropping the other, and an int8
+backend must be given a quantized file (an fp32 ONNX on `ort-int8` would be timed as int8).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ __all__ = [
     "BACKENDS",
     "BackendSpec",
     "BenchTarget",
+    "check_target_file",
     "default_path",
     "parse_target",
     "resolve_targets",
@@ -73,11 +78,7 @@ def infer_backend(path: Path) -> BackendSpec:
         return BACKENDS["trt-int8"]
     what = identify(path)
     if what == "onnx":
-        import onnx
-
-        graph = onnx.load(str(path), load_external_data=False).graph
-        int8 = any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in graph.node)
-        return BACKENDS["ort-int8" if int8 else "ort-fp32"]
+        return BACKENDS["ort-int8" if _onnx_int8(path) else "ort-fp32"]
     if what == "openvino":  # an IR from build-engine --runtime openvino
         return BACKENDS["ov-int8" if 'type="FakeQuantize"' in path.read_text() else "ov-bf16"]
     if what == "quantized-checkpoint":
@@ -85,6 +86,58 @@ def infer_backend(path: Path) -> BackendSpec:
     if path.is_dir():
         return BACKENDS["torch-fp32"]
     raise QtoolError(f"benchmark target not found: {path}")
+
+
+def _looks_like_backend(name: str) -> bool:
+    """`ov-int9`, `ort-int4`, `trt_int8`: a misspelt backend, not a label."""
+    import difflib
+
+    runtimes = {b.split("-")[0] for b in BACKENDS}
+    first = name.replace("_", "-").split("-")[0].lower()
+    return first in runtimes or bool(difflib.get_close_matches(name, BACKENDS, cutoff=0.75))
+
+
+# Ops that only a quantized ONNX holds (static Q/DQ, ORT's dynamic and QOperator formats).
+_INT8_OPS = frozenset(
+    ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+     "ConvInteger", "QLinearMatMul", "QLinearConv")
+)  # fmt: skip
+
+
+def _onnx_int8(path: Path) -> bool:
+    """Whether an ONNX file is quantized (its graph only: external weights are not read)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise QtoolError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    return any(n.op_type in _INT8_OPS for n in graph.node)
+
+
+def _quantized_file(path: Path) -> bool | None:
+    """Whether `path` holds a quantized model (None: cannot tell, e.g. an engine)."""
+    what = identify(path)
+    if what == "onnx":
+        return _onnx_int8(path)
+    if what == "openvino":
+        return 'type="FakeQuantize"' in path.read_text(errors="replace")
+    if path.is_dir():
+        return what == "quantized-checkpoint"
+    return None
+
+
+def check_target_file(target: BenchTarget) -> None:
+    """An int8 backend must be given a quantized file; refused before anything is timed."""
+    path = target.path
+    if target.backend.precision != "int8" or path is None or not path.exists():
+        return
+    if _quantized_file(path) is False:
+        raise QtoolError(
+            f"benchmark target {target.name}: {path} is not quantized (no Q/DQ nodes or "
+            f"amax), so {target.backend.name} would time a float model as int8; give the "
+            "quantized export, or a float backend (e.g. ort-fp32)"
+        )
 
 
 def parse_target(text: str, path: str | Path | None = None) -> BenchTarget:
@@ -98,9 +151,16 @@ def parse_target(text: str, path: str | Path | None = None) -> BenchTarget:
     name, path = text.strip(), Path(path)
     label, _, backend = name.partition(":")
     if backend:
-        return BenchTarget(label, get_backend(backend), path, explicit=True)
-    spec = BACKENDS.get(name) or infer_backend(path)
-    return BenchTarget(name, spec, path, explicit=True)
+        target = BenchTarget(label, get_backend(backend), path, explicit=True)
+    elif name not in BACKENDS and _looks_like_backend(name):
+        raise QtoolError(
+            f"unknown backend '{name}' in --target {name}={path} (known: {', '.join(BACKENDS)}); "
+            "a label of your own must not look like a backend: use LABEL:BACKEND"
+        )
+    else:
+        target = BenchTarget(name, BACKENDS.get(name) or infer_backend(path), path, explicit=True)
+    check_target_file(target)
+    return target
 
 
 def resolve_targets(recipe: Recipe, extra: Sequence[str | BenchTarget] = ()) -> list[BenchTarget]:
@@ -112,8 +172,14 @@ def resolve_targets(recipe: Recipe, extra: Sequence[str | BenchTarget] = ()) -> 
         targets[name] = BenchTarget(name, spec, default_path(spec, recipe))
     given = [parse_target(k, v) for k, v in recipe.bench.targets.items()]
     given += [t if isinstance(t, BenchTarget) else parse_target(t) for t in extra]
-    for target in given:
-        targets[target.name] = target
+    seen: dict[str, BenchTarget] = {}
+    for target in given:  # an explicit target may replace a backend's default file, not another
+        if target.name in seen:
+            raise QtoolError(
+                f"benchmark target name '{target.name}' is given twice ({seen[target.name].path} "
+                f"and {target.path}); give each target its own name (LABEL:BACKEND=PATH)"
+            )
+        seen[target.name] = targets[target.name] = target
     return list(targets.values())
 
 

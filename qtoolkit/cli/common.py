@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 from collections.abc import Callable
@@ -70,6 +71,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        token = _GIVEN.set(_options_given(fn, kwargs))
         try:
             return fn(*args, **kwargs)
         except QtoolError as exc:
@@ -94,8 +96,40 @@ def handle_errors(fn: F) -> F:
                 "(set QTOOL_DEBUG=1 for a traceback)",
                 code=1,
             ) from None
+        finally:
+            _GIVEN.reset(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+# The running command's parameters: name -> (its option, e.g. --max-shape, the value given).
+_GIVEN: contextvars.ContextVar[dict[str, tuple[str, Any]] | None] = contextvars.ContextVar(
+    "qtool_options_given", default=None
+)
+
+
+def _options_given(fn: Callable, values: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Each option of command `fn` with the value it was called with (from its Typer
+    annotations: `typer.Option("--budget")` names the option, else `--param-name`)."""
+    import inspect
+    import typing
+
+    try:
+        hints = typing.get_type_hints(inspect.unwrap(fn), include_extras=True)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: no labels
+        return {}
+    given = {}
+    for name, value in values.items():
+        # Inside Annotated, typer.Option("--budget", "-b") keeps its first name in `default`.
+        decls = [
+            d
+            for meta in getattr(hints.get(name), "__metadata__", ())
+            for d in (getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ()))
+            if isinstance(d, str)
+        ]
+        longs = [d.split("/")[0] for d in decls if d.startswith("--")]
+        given[name] = (max(longs, key=len) if longs else f"--{name.replace('_', '-')}", value)
+    return given
 
 
 def main_rank_only(fn: F) -> F:
@@ -127,9 +161,15 @@ def main_rank_only(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def build_recipe(recipe: Path | None, sets: list[str] | None, flags: dict[str, Any]):
-    """Recipe file, then `--set` overrides, then explicit flags (None means 'not given'). A bad
-    flag value is reported under the flag's own name (`--max-shape 32x0`)."""
+def build_recipe(
+    recipe: Path | None,
+    sets: list[str] | None,
+    flags: dict[str, Any],
+    base: dict[str, Any] | None = None,
+):
+    """`base` (a runtime preset), then the recipe file, then `--set` overrides, then explicit
+    flags (None means 'not given'). A bad flag value is reported under the flag's own name
+    (`--max-shape 32x0`)."""
     from qtoolkit.recipe import load_recipe
 
     overrides = list(sets or [])
@@ -142,22 +182,17 @@ def build_recipe(recipe: Path | None, sets: list[str] | None, flags: dict[str, A
         label = _option_label(key)
         if label is not None:
             labels[override] = label
-    return load_recipe(recipe, overrides, labels=labels)
+    return load_recipe(recipe, overrides, base=base, labels=labels)
 
 
 def _option_label(key: str) -> str | None:
     """How the user gave recipe field `key` on the command line: `--min-shape 0x16`. The option
     is the command's parameter named like the field (`output` for `*.output_dir`)."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return None
     field = key.rsplit(".", 1)[-1]
-    for param in ctx.command.params:
-        if param.name in (field, field.removesuffix("_dir")) and param.opts:
-            option = max(param.opts, key=len)
-            raw = ctx.params.get(param.name)
+    given = _GIVEN.get() or {}
+    for name in (field, field.removesuffix("_dir")):
+        if name in given:
+            option, raw = given[name]
             return option if isinstance(raw, bool) or raw is None else f"{option} {raw}"
     return None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -174,9 +173,9 @@ def _stage_validate_move(
 ) -> tuple[ValidationReport, bool]:
     """Write `proto` next to `out`, validate it there, then move it into place."""
     from qtoolkit.export.save import external_data_path, move_onnx, write_onnx
+    from qtoolkit.fsutil import temp_dir_beside
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    stage = temp_dir_beside(out)
     try:
         staged = write_onnx(proto, stage / out.name)
         external = external_data_path(staged).exists()

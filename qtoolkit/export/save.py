@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
@@ -46,11 +45,12 @@ def write_onnx(
     external data (tensor bytes over `external_threshold`) the weights file
     (`<name>.onnx.data`) is moved first and the `.onnx` that refers to it last.
     """
+    from qtoolkit.fsutil import temp_dir_beside
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     external = tensor_bytes(model) > external_threshold
     data_path = external_data_path(path)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp_dir = temp_dir_beside(path)
     try:
         tmp_model = tmp_dir / path.name
         if external:

@@ -29,9 +29,16 @@ def auto_settings(
     recipe: Recipe, budget: float | None = None, metric: str | None = None
 ) -> AutoQuantConfig:
     """The recipe's `quant.auto` (or defaults) with the CLI's --budget / --metric on top."""
+    from pydantic import ValidationError
+
     auto = recipe.quant.auto or AutoQuantConfig()
     update = {k: v for k, v in (("budget_points", budget), ("metric", metric)) if v is not None}
-    return auto.model_validate({**auto.model_dump(), **update})
+    try:
+        return auto.model_validate({**auto.model_dump(), **update})
+    except ValidationError as err:  # the same rules as the recipe's quant.auto
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise QtoolError(f"quant.auto.{key}: {first['msg']}") from None
 
 
 @dataclass
@@ -49,7 +56,13 @@ def _as_list(preds: Any) -> list:
 
 def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | None = None):
     from qtoolkit.data import read_data_examples, tokenize_batches
-    from qtoolkit.pipeline.autoquant_report import AutoquantOutcome, test_figures, write_report
+    from qtoolkit.pipeline.autoquant_report import (
+        AutoquantOutcome,
+        check_outputs,
+        output_dirs,
+        test_figures,
+        write_report,
+    )
     from qtoolkit.pipeline.common import (
         batch_forward_loop,
         load_trained_model,
@@ -70,6 +83,8 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     if missing:
         raise QtoolError(f"autoquant needs data.{missing[0]} (dev selects, test reports)")
     model_cfg, notices = quant_source(recipe)
+    inputs = (model_cfg.path, model_cfg.tokenizer, data.calib_file, data.eval_file, data.test_file)
+    check_outputs(recipe, inputs)  # before the search: it may take hours
     device = resolve_device(recipe.calib.device)
     task = stage_task(recipe, model_cfg.task)
     loaded = load_trained_model(model_cfg, recipe.seed)
@@ -181,7 +196,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     figures = test_figures(
         task, test, test_metrics, _as_list(test_preds), _as_list(test.fp32_preds)
     )
-    out_dir = recipe.output_dir / "autoquant"
+    out_dir, report_dir = output_dirs(recipe)
     skip = sorted({q for u in search.chosen for q in u.quantizers})
     quant_cfg = recipe.quant.model_copy(update={"skip": [*recipe.quant.skip, *skip]})
     selection = {
@@ -198,6 +213,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
         loaded.tokenizer,
         out_dir,
         quant_cfg,
+        inputs=inputs,
         info={
             "stage": "autoquant",
             "source_model": model_cfg.path,
@@ -209,7 +225,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     )
     outcome = AutoquantOutcome(
         checkpoint=out_dir,
-        report_dir=recipe.output_dir / "autoquant_report",
+        report_dir=report_dir,
         metric=select_metric,
         budget_points=auto.budget_points,
         fp32_dev=fp32_score,
@@ -230,7 +246,7 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
         from qtoolkit.pipeline.autoquant_report import fallback_latency
 
         outcome.latency = fallback_latency(model, search, recipe, batches, toggle)
-    write_report(outcome, recipe)
+    write_report(outcome, recipe, inputs)
     return outcome
 
 

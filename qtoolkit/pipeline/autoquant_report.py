@@ -13,7 +13,9 @@ from typing import Any
 __all__ = [
     "AutoquantOutcome",
     "autoquant_markdown",
+    "check_outputs",
     "fallback_latency",
+    "output_dirs",
     "test_figures",
     "write_report",
 ]
@@ -147,13 +149,31 @@ def autoquant_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(outcome: AutoquantOutcome, recipe) -> None:
+def output_dirs(recipe) -> tuple[Path, Path]:
+    """Where autoquant writes: the quantized checkpoint and the report folder."""
+    return recipe.output_dir / "autoquant", recipe.output_dir / "autoquant_report"
+
+
+def check_outputs(recipe, inputs) -> None:
+    """Refuse, before the search, outputs that would replace something (see qtoolkit.artifacts):
+    the checkpoint, and the report folder (a user's own results.md in it included)."""
+    from qtoolkit.artifacts import Kind, check_output_dir
+
+    checkpoint, report = output_dirs(recipe)
+    check_output_dir(checkpoint, Kind.QUANTIZED, inputs)
+    check_output_dir(report, Kind.REPORT, inputs)
+
+
+def write_report(outcome: AutoquantOutcome, recipe, inputs=()) -> None:
+    """results.json and results.md, written as one folder (a report folder of qtool's)."""
+    from qtoolkit.artifacts import Kind, write_manifest, writing_dir
     from qtoolkit.fsutil import write_json
 
-    outcome.report_dir.mkdir(parents=True, exist_ok=True)
     data = outcome.to_json()
-    write_json(outcome.report_dir / "results.json", data)
-    (outcome.report_dir / "results.md").write_text(autoquant_markdown(data))
+    with writing_dir(outcome.report_dir, Kind.REPORT, inputs) as tmp:
+        write_json(tmp / "results.json", data)
+        (tmp / "results.md").write_text(autoquant_markdown(data))
+        write_manifest(tmp, Kind.REPORT, report="autoquant")
 
 
 def _feeds(session, batch: int, seq: int, vocab: int) -> dict:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtoolkit.artifacts import EXPORT_FILE, Kind, check_output_dir, quantized_source, write_manifest
+from qtoolkit.artifacts import (
+    EXPORT_FILE,
+    Kind,
+    check_output_dir,
+    fp32_path_for,
+    quantized_source,
+    write_manifest,
+    writing_dir,
+)
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
@@ -25,8 +33,11 @@ def default_export_source(recipe: Recipe) -> Path:
 
 def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     """Export `checkpoint` to `out_path`; the sample batches are data.calib_file's sentences
-    tokenized with the checkpoint's own tokenizer."""
-    from qtoolkit.artifacts import record_files
+    tokenized with the checkpoint's own tokenizer.
+
+    The ONNX file(s), config, tokenizer and manifest are written into a temporary folder that
+    replaces the export folder in one rename (other exports already in it are kept), so a full
+    disk or a killed run never leaves a model.onnx without its manifest."""
     from qtoolkit.export import export_onnx
     from qtoolkit.quant import load_quantized
     from qtoolkit.quant.checkpoint import read_manifest
@@ -37,32 +48,39 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     data_file = recipe.data.calib_file
     if data_file is None:
         raise QtoolError("export validates on real text: set data.calib_file or pass --calib-file")
-    folder = Path(out_path).parent
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        raise QtoolError(f"output must be a .onnx file, not {out_path}")
+    folder = out_path.parent
     # Files are added to the export folder (next to other exports), so it must be new, empty
     # or an export folder, and must hold no input.
-    check_output_dir(folder, Kind.ONNX, inputs=(checkpoint, data_file))
+    inputs = (checkpoint, data_file)
+    check_output_dir(folder, Kind.ONNX, inputs)
     ckpt = load_quantized(checkpoint)
     batches, _ = model_input_batches(
         ckpt.manifest["task"], ckpt.tokenizer, data_file, recipe.data, recipe.export.num_samples, 16
     )
-    result = export_onnx(ckpt, out_path, recipe.export, batches)
-    ckpt.model.config.save_pretrained(folder)
-    ckpt.tokenizer.save_pretrained(folder)
-    fp32 = result.fp32_validation
-    write_manifest(
-        folder,
-        Kind.ONNX,
-        task=ckpt.manifest["task"],
-        architecture=ckpt.manifest["architecture"],
-        source_checkpoint=str(checkpoint),
-        onnx=Path(out_path).name,
-        validation=result.validation.summary(),
-        # Both agreement figures (raw, and on decisions with a margin over atol) per output.
-        validation_report=result.validation.to_dict(),
-        **({"fp32_validation_report": fp32.to_dict()} if fp32 is not None else {}),
-        tensorrt_violations=[str(v) for v in result.violations],
-    )
-    record_files(folder)
+    with writing_dir(folder, Kind.ONNX, inputs, keep_others=True) as tmp:
+        result = export_onnx(ckpt, tmp / out_path.name, recipe.export, batches)
+        ckpt.model.config.save_pretrained(tmp)
+        ckpt.tokenizer.save_pretrained(tmp)
+        fp32 = result.fp32_validation
+        write_manifest(
+            tmp,
+            Kind.ONNX,
+            task=ckpt.manifest["task"],
+            architecture=ckpt.manifest["architecture"],
+            source_checkpoint=str(checkpoint),
+            onnx=out_path.name,
+            validation=result.validation.summary(),
+            # Both agreement figures (raw, and on decisions with a margin over atol) per output.
+            validation_report=result.validation.to_dict(),
+            **({"fp32_validation_report": fp32.to_dict()} if fp32 is not None else {}),
+            tensorrt_violations=[str(v) for v in result.violations],
+        )
+    result.path = out_path
+    if result.fp32_path is not None:
+        result.fp32_path = fp32_path_for(out_path)
     return result
 
 

@@ -1,4 +1,9 @@
-"""`qtool inspect`: every quantizer of a quantized checkpoint, read from its amax.json."""
+"""`qtool inspect`: every quantizer of a quantized checkpoint, with the amax its weights hold.
+
+The checkpoint is loaded as `evaluate` and `export-onnx` load it, so what inspect shows is what
+they would use: a missing or foreign config.json, a missing or corrupt weights file and a NaN
+amax are refused here too. amax.json (the copy for people and scripts) is checked as well.
+"""
 
 from __future__ import annotations
 
@@ -34,13 +39,30 @@ class QuantizerListing:
 
 
 def list_quantizers(checkpoint: Path, pattern: str | None = None) -> QuantizerListing:
-    """The quantizers of `checkpoint` (a calibrated or QAT folder) matching fnmatch `pattern`."""
-    from qtoolkit.artifacts import AMAX_JSON
-    from qtoolkit.errors import QtoolError
+    """The quantizers of `checkpoint` (a calibrated or QAT folder, or a QDQBERT one) matching
+    fnmatch `pattern`, with the amax values its weights hold."""
+    from qtoolkit.quant import load_quantized
     from qtoolkit.quant.checkpoint import read_manifest
-    from qtoolkit.textfiles import read_utf8
+    from qtoolkit.quant.report import amax_records
 
     manifest = read_manifest(checkpoint)
+    if manifest.get("source_format") != "qdqbert":  # QDQBERT folders have no amax.json
+        _check_amax_table(checkpoint)
+    ckpt = load_quantized(checkpoint)
+    records = amax_records(ckpt.model)
+    if pattern:
+        records = [r for r in records if fnmatchcase(r["name"], pattern)]
+    return QuantizerListing(
+        checkpoint, ckpt.manifest["architecture"], ckpt.manifest["task"], records
+    )
+
+
+def _check_amax_table(checkpoint: Path) -> None:
+    """amax.json must be there and readable (a corrupt copy is named, not shown)."""
+    from qtoolkit.artifacts import AMAX_JSON
+    from qtoolkit.errors import QtoolError
+    from qtoolkit.textfiles import read_utf8
+
     path = checkpoint / AMAX_JSON
     if not path.is_file():
         raise QtoolError(f"{path} is missing; the checkpoint is incomplete (save it again)")
@@ -58,6 +80,3 @@ def list_quantizers(checkpoint: Path, pattern: str | None = None) -> QuantizerLi
             f"{path}{where}: corrupt amax table; the weights file holds every amax, so re-run "
             "qtool calibrate (or restore the file)"
         )
-    if pattern:
-        records = [r for r in records if fnmatchcase(r["name"], pattern)]
-    return QuantizerListing(checkpoint, manifest["architecture"], manifest["task"], records)

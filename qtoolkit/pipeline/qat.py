@@ -14,7 +14,6 @@ once the run has finished.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,14 +141,21 @@ def _resume_hint(state_dir: Path, every: int | None) -> str:
     return f"no training state was saved yet ({when}at each epoch end); run the command again"
 
 
+def _unfinished(state_dir: Path, calibrated: Path) -> str:
+    """What the manifest of a QAT output says until the run has finished."""
+    return (
+        "QAT has not finished (it was interrupted, or is still running); run the same qtool qat "
+        f"command again to resume from {state_dir}, or use the calibrated checkpoint {calibrated}"
+    )
+
+
 def run_qat(recipe: Recipe) -> QatOutcome:
     """Quantization-aware training per `recipe.qat`, from the recipe's calibrated checkpoint
     (made first if missing); the best epoch on `data.eval_file` is saved to stage_dir("qat").
     Resumes from `<qat output>.state/` when it holds a state of the same run (unless
     `qat.resume` is false); a state of a run with other settings is refused."""
     from qtoolkit import dist
-    from qtoolkit.artifacts import MARKER, Kind, check_output_dir, kind_of
-    from qtoolkit.fsutil import write_json
+    from qtoolkit.artifacts import INCOMPLETE, Kind, check_output_dir, kind_of, mark_complete
     from qtoolkit.pipeline.common import quant_source, resolve_device, split_evaluator, stage_task
     from qtoolkit.quant import save_quantized
     from qtoolkit.recipe import QuantConfig
@@ -233,7 +239,13 @@ def run_qat(recipe: Recipe) -> QatOutcome:
                     out_dir,
                     quant_cfg,
                     inputs=inputs,
-                    info={**run_info, "learned_amax": len(learned), "best": record},
+                    # Refused as an input (export-onnx) until the run has finished.
+                    info={
+                        **run_info,
+                        "learned_amax": len(learned),
+                        "best": record,
+                        INCOMPLETE: _unfinished(state_dir, calibrated),
+                    },
                 )
 
         try:
@@ -250,12 +262,14 @@ def run_qat(recipe: Recipe) -> QatOutcome:
             )
         except KeyboardInterrupt:
             raise Interrupted(_resume_hint(state_dir, cfg.save_every_steps)) from None
-    marker = out_dir / MARKER
+        except QtoolError as exc:  # a diverged loss: the best finished epoch stays usable
+            if dist.is_main() and kind_of(out_dir) is Kind.QUANTIZED:
+                mark_complete(out_dir, stopped=str(exc))
+            raise
     if dist.is_main():  # rank 0 wrote the checkpoint and the state
         if outcome.best_epoch < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
             raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
-        manifest = json.loads(marker.read_text())
-        write_json(marker, {**manifest, "history": outcome.history})
+        mark_complete(out_dir, history=outcome.history)
         clear_train_state(state_dir)
     return QatOutcome(
         output_dir=out_dir,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtoolkit.artifacts import Kind, check_not_inputs, check_output_dir
+from qtoolkit.artifacts import Kind, check_output_dir, write_manifest, writing_dir
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
@@ -78,7 +78,7 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
     # Before any work: the outputs must be replaceable and hold none of the inputs.
     inputs = (model_cfg.path, model_cfg.tokenizer, data_cfg.calib_file, data_cfg.test_file)
     check_output_dir(calibrated_dir, Kind.QUANTIZED, inputs)
-    check_not_inputs(report_dir, inputs)
+    check_output_dir(report_dir, Kind.REPORT, inputs)
     device = resolve_device(recipe.calib.device)
     task = stage_task(recipe, model_cfg.task)
     loaded = load_trained_model(model_cfg, recipe.seed)
@@ -182,8 +182,10 @@ def run_ptq_sweep(recipe: Recipe, methods: list[str]) -> SweepOutcome:
         "machine": machine_info(torch.get_num_threads()),
         "rows": rows,
     }
-    write_json(report_dir / "results.json", result)
-    report_dir.joinpath("results.md").write_text(sweep_markdown(rows, metric, result))
+    with writing_dir(report_dir, Kind.REPORT, inputs) as tmp:
+        write_json(tmp / "results.json", result)
+        (tmp / "results.md").write_text(sweep_markdown(rows, metric, result))
+        write_manifest(tmp, Kind.REPORT, report="ptq-sweep")
     return SweepOutcome(rows, saved_label, calibrated_dir, report_dir, metric, notices, result)
 
 

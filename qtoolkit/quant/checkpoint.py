@@ -118,11 +118,35 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _checkpoint_config(path: Path, manifest: dict[str, Any]):
+    """(config, spec) from the checkpoint's config.json, which must be there, readable and of
+    the architecture its manifest names."""
+    from transformers import AutoConfig
+
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise QtoolError(f"{config_path} is missing; the checkpoint is incomplete (save it again)")
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0]
+        raise QtoolError(f"cannot read {config_path}: {first}") from None
+    try:
+        spec = spec_for_config(config)
+    except QtoolError as exc:
+        raise QtoolError(f"{config_path}: {exc}") from None
+    if spec.name != manifest.get("architecture", spec.name):
+        raise QtoolError(
+            f"{config_path} is a {spec.name} config, but the checkpoint was written for "
+            f"{manifest['architecture']}: restore its config.json (or save it again)"
+        )
+    return config, spec
+
+
 def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint:
     """Rebuild a quantized model saved by `save_quantized`, on `device` (default CPU)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model
-    from transformers import AutoConfig
 
     from qtoolkit.finite import check_finite_weights
     from qtoolkit.models.loading import corrupt_weights, load_tokenizer, quiet_transformers
@@ -134,16 +158,13 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
         from qtoolkit.quant.qdqbert_import import load_qdqbert_checkpoint
 
         return load_qdqbert_checkpoint(path, device)
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except (ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0]
-        raise QtoolError(f"cannot read {path / 'config.json'}: {first}") from None
-    spec = spec_for_config(config)
+    config, spec = _checkpoint_config(path, manifest)
     model = spec.head_class(manifest["task"])._from_config(config, attn_implementation="eager")
     model.eval()
     insert_quantizers(model, QuantConfig.model_validate(manifest["quant"]))
     weights = path / WEIGHTS
+    if not weights.is_file():
+        raise QtoolError(f"{weights} is missing; the checkpoint is incomplete (save it again)")
     try:
         with safe_open(str(weights), framework="pt") as f:
             shapes = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118

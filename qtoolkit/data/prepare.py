@@ -67,7 +67,19 @@ def _fetch_sdist(cache: Path) -> Path:
 
 
 def read_movie_sentences(sdist: Path) -> list[tuple[str, str, float]]:
-    """(id, text, mean rating) for every line of the movie-review ground truth."""
+    """(id, text, mean rating) for every line of the movie-review ground truth; a truncated
+    or foreign package (a cached download cut short) is named, with what to do."""
+    try:
+        return _movie_rows(sdist)
+    except (tarfile.TarError, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
+        raise QtoolError(
+            f"{sdist}: not a readable {SDIST} source package ({reason}); delete it and run "
+            "again to download it afresh"
+        ) from None
+
+
+def _movie_rows(sdist: Path) -> list[tuple[str, str, float]]:
     with tarfile.open(sdist) as outer:
         member = next((m for m in outer.getmembers() if m.name.endswith(INNER)), None)
         if member is None:

@@ -48,6 +48,15 @@ def _from_row(row: dict[str, Any], text_field: str, pair_field: str | None, labe
     return TextExample(str(text), None if pair is None else str(pair), row.get(label_field))
 
 
+def _missing_text(row: dict[str, Any], text_field: str) -> str:
+    """Why a JSON row gave no text: the field is absent, or there but null or empty."""
+    names = [n for n in (text_field, *_FIRST_NAMES) if n in row]
+    if not names:
+        return f"no '{text_field}' field"
+    empty = "null" if row[names[0]] is None else "empty"
+    return f"'{names[0]}' is {empty}; every row needs a text"
+
+
 def read_text_examples(
     path: str | Path,
     *,
@@ -77,7 +86,7 @@ def read_text_examples(
                     raise QtoolError(f"{path}:{lineno}: expected a JSON object per line")
                 ex = _from_row(row, text_field, text_pair_field, label_field)
                 if ex is None:
-                    raise QtoolError(f"{path}:{lineno}: no '{text_field}' field")
+                    raise QtoolError(f"{path}:{lineno}: {_missing_text(row, text_field)}")
                 examples.append(ex)
                 if limit is not None and len(examples) >= limit:
                     break

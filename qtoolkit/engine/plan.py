@@ -13,7 +13,13 @@ from pathlib import Path
 
 from qtoolkit.engine.environment import installed_tensorrt_version
 from qtoolkit.engine.precision import PrecisionPlan, plan_precision
-from qtoolkit.engine.profiles import OnnxSummary, ShapeProfile, make_profiles, read_onnx
+from qtoolkit.engine.profiles import (
+    OnnxSummary,
+    ShapeProfile,
+    check_positions,
+    make_profiles,
+    read_onnx,
+)
 from qtoolkit.engine.trtexec import trtexec_argv
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import EngineConfig
@@ -66,6 +72,7 @@ def plan_build(
     `trt_version` (default: the installed TensorRT; QtoolError when there is none).
     Nothing is written and TensorRT is not imported."""
     onnx = onnx if onnx is not None else read_onnx(onnx_path)
+    check_positions(onnx, config, onnx_path)
     if trt_version is None:
         trt_version = installed_tensorrt_version()
         if trt_version is None:

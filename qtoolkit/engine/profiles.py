@@ -16,7 +16,15 @@ from pathlib import Path
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import EngineConfig
 
-__all__ = ["OnnxInput", "OnnxSummary", "ShapeProfile", "read_onnx", "make_profiles", "shapes_arg"]
+__all__ = [
+    "OnnxInput",
+    "OnnxSummary",
+    "ShapeProfile",
+    "check_positions",
+    "make_profiles",
+    "read_onnx",
+    "shapes_arg",
+]
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -35,6 +43,8 @@ class OnnxSummary:
     # fp16 initializers plus Casts to fp16: > 0 for an `export.fp16` model. TensorRT 11 takes
     # float precision only from the ONNX, so an fp32 model builds fp32 layers there.
     num_fp16: int = 0
+    # The longest sequence the model takes (max_position_embeddings), when it can be told.
+    max_positions: int | None = None
 
     @property
     def has_fp16(self) -> bool:
@@ -99,7 +109,37 @@ def read_onnx(path: str | Path) -> OnnxSummary:
         num_quantize=ops.count(QDQ_OPS[0]),
         num_dequantize=ops.count(QDQ_OPS[1]),
         num_fp16=casts + sum(1 for init in graph.initializer if init.data_type == fp16),
+        max_positions=_max_positions(path, graph),
     )
+
+
+def _max_positions(path: Path, graph) -> int | None:
+    """max_position_embeddings from the config.json qtool's export writes beside the file,
+    else the row count of the graph's position-embedding table."""
+    import json
+
+    try:
+        config = json.loads((path.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict) and isinstance(config.get("max_position_embeddings"), int):
+        return config["max_position_embeddings"]
+    for init in graph.initializer:
+        if init.name.endswith("position_embeddings.weight") and len(init.dims) == 2:
+            return int(init.dims[0])
+    return None
+
+
+def check_positions(summary: OnnxSummary, config: EngineConfig, path: str | Path) -> None:
+    """The profile's longest sequence must be one the model takes: a longer one would build an
+    engine that fails (or reads past its position table) at run time."""
+    longest = config.max_shape[1]
+    if summary.max_positions is not None and longest > summary.max_positions:
+        raise QtoolError(
+            f"engine.max_shape asks for sequences of {longest} tokens, but {path} takes at most "
+            f"{summary.max_positions} (max_position_embeddings); use e.g. --max-shape "
+            f"{config.max_shape[0]}x{summary.max_positions}"
+        )
 
 
 def _shapes_for(inp: OnnxInput, config: EngineConfig) -> tuple[tuple[str, ...], dict]:

@@ -112,6 +112,7 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
         raise QtoolError(
             f"recipe says architecture '{cfg.architecture}' but {path} is '{spec.name}'"
         )
+    check_config_overrides(cfg.config_overrides, config, path / "config.json")
     for key, value in cfg.config_overrides.items():
         setattr(config, key, value)
     head_cls = spec.head_class(cfg.task)
@@ -161,6 +162,23 @@ def load_model(cfg: ModelConfig, seed: int = 42) -> LoadedModel:
         hint = "; set model.tokenizer to a folder (or package:NAME) holding the tokenizer"
         tokenizer = load_tokenizer(path, hint)
     return LoadedModel(model, tokenizer, spec, path, newly_initialized)
+
+
+def check_config_overrides(overrides: dict[str, Any], config: Any, source: Path) -> None:
+    """Every key of model.config_overrides must be a field of the model's config: a misspelt
+    one (hiden_dropout_prob) would be set, saved and ignored."""
+    import difflib
+
+    fields = set(config.to_dict())
+    for key in overrides:
+        if key in fields or (hasattr(config, key) and not callable(getattr(config, key))):
+            continue  # a saved field, or one the config computes (num_labels)
+        close = difflib.get_close_matches(key, sorted(fields), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise QtoolError(
+            f"model.config_overrides: '{key}' is not a field of {source} "
+            f"({config.model_type}){hint}"
+        )
 
 
 def load_tokenizer(path: Path, hint: str = "") -> Any:

@@ -36,7 +36,7 @@ from qtoolkit.errors import QtoolError, write_failed
 from qtoolkit.fsutil import write_json
 from qtoolkit.models.registry import HEAD_SUFFIX, spec_for_config
 from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
-from qtoolkit.quant.quantized import QuantizedCheckpoint, prepare_amax_buffers
+from qtoolkit.quant.quantized import QuantizedCheckpoint, check_saved_amax, prepare_amax_buffers
 from qtoolkit.quant.report import amax_markdown, amax_records
 from qtoolkit.quant.smoothquant import restore_smoothing
 from qtoolkit.recipe import QuantConfig
@@ -182,6 +182,7 @@ def load_quantized(path: str | Path, device: str = "cpu") -> QuantizedCheckpoint
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     check_finite_weights(model, weights)
+    check_saved_amax(model, weights)
     disabled = set(manifest.get("disabled_quantizers", []))
     for name, quantizer in iter_quantizers(model):
         if name in disabled:

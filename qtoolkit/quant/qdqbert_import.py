@@ -88,10 +88,11 @@ def import_qdqbert(path: str | Path, task: str | None = None, num_bits: int = 8)
     from torch import nn
     from transformers import AutoTokenizer
 
+    from qtoolkit.finite import check_finite_weights
     from qtoolkit.models.loading import quiet_transformers
     from qtoolkit.models.registry import get_arch_spec
     from qtoolkit.quant.insert import insert_quantizers, iter_quantizers
-    from qtoolkit.quant.quantized import prepare_amax_buffers
+    from qtoolkit.quant.quantized import check_saved_amax, prepare_amax_buffers
     from qtoolkit.recipe import QuantConfig
 
     quiet_transformers()
@@ -118,6 +119,11 @@ def import_qdqbert(path: str | Path, task: str | None = None, num_bits: int = 8)
     insert_quantizers(model, quant)
     ours = {f"{n}._amax" for n, _ in iter_quantizers(model)}
     amax = {k: v for k, v in state.items() if k.endswith("._amax")}
+    if not amax.keys() & ours:
+        raise QtoolError(
+            f"{path} holds no amax for any quantizer (a QDQBERT checkpoint saved before "
+            f"calibration); calibrate it first: qtool calibrate --model {path}"
+        )
     dropped = sorted(k.removesuffix("._amax") for k in amax if k not in ours)
     prepare_amax_buffers(model, {k: v.shape for k, v in amax.items() if k in ours})
     weights = {k: v for k, v in state.items() if not k.endswith("._amax") or k in ours}
@@ -137,6 +143,8 @@ def import_qdqbert(path: str | Path, task: str | None = None, num_bits: int = 8)
             if not quantizer._disabled and getattr(quantizer, "_amax", None) is None:
                 quantizer.disable()
                 uncalibrated.append(name)
+    check_finite_weights(model, path)  # a NaN amax is named here, not as NaN logits later
+    check_saved_amax(model, path, zero_ok=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (ValueError, OSError) as exc:

@@ -50,13 +50,19 @@ def build_openvino(onnx_path: str | Path, out_dir: str | Path, recipe) -> OpenVi
     from qtoolkit.data import read_data_examples, tokenize_batches
     from qtoolkit.export.validate import compare_runners, per_token_outputs
     from qtoolkit.models.registry import spec_for_config
-    from qtoolkit.runtime.ov_runner import OpenVinoRunner, import_openvino
+    from qtoolkit.runtime.ov_runner import (
+        OpenVinoRunner,
+        check_model_file,
+        import_openvino,
+        openvino_error,
+    )
     from qtoolkit.runtime.targets import open_target
 
     start = time.perf_counter()
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if onnx_path.suffix != ".onnx" or not onnx_path.is_file():
         raise QtoolError(f"ONNX model not found: {onnx_path} (build-engine takes a .onnx file)")
+    check_model_file(onnx_path)
     ov = import_openvino()
     data_file = recipe.data.calib_file
     if data_file is None:
@@ -72,8 +78,7 @@ def build_openvino(onnx_path: str | Path, out_dir: str | Path, recipe) -> OpenVi
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontends raise their own types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QtoolError(f"OpenVINO cannot convert {onnx_path}: {first}") from None
+        raise QtoolError(f"OpenVINO cannot convert {onnx_path}: {openvino_error(exc)}") from None
     # The export folder is an input too: an IR inside it would be a file the export did not write.
     inputs = (onnx_path, onnx_path.parent, data_file)
     with writing_dir(out_dir, Kind.OPENVINO, inputs=inputs) as tmp:

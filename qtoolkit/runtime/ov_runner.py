@@ -24,7 +24,9 @@ from qtoolkit.runtime.runner import RuntimeUnavailable, named_feeds
 
 __all__ = [
     "OpenVinoRunner",
+    "check_model_file",
     "import_openvino",
+    "openvino_error",
     "native_bf16",
     "openvino_missing",
     "ov_compile_config",
@@ -92,6 +94,44 @@ def _gemm_precisions(compiled: Any) -> dict[str, dict[str, int]]:
     return counts
 
 
+def openvino_error(exc: BaseException) -> str:
+    """The line of an OpenVINO error that says what is wrong: its messages start with where
+    they were raised ("Exception from src/inference/src/cpp/core.cpp:84:", "Check ... failed
+    at ...") and end with the reason."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    return (said or lines or [type(exc).__name__])[-1]
+
+
+def check_model_file(path: Path) -> None:
+    """What OpenVINO would fail on with a line of its own source code, said first: an ONNX file
+    that is not ONNX, an IR (.xml) that is not one or whose weights (.bin) are missing."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+            raise QtoolError(
+                f"{path}: not a readable ONNX model ({type(exc).__name__}); export it again"
+            ) from None
+    elif path.suffix == ".xml":
+        import xml.etree.ElementTree as ET
+
+        try:
+            root = ET.parse(path).getroot()
+        except (ET.ParseError, OSError) as exc:
+            raise QtoolError(f"{path}: not an OpenVINO IR ({exc})") from None
+        if root.tag != "net":
+            raise QtoolError(f"{path}: not an OpenVINO IR (its root is <{root.tag}>, not <net>)")
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise QtoolError(
+                f"{path}: its weights file {weights.name} is missing (an OpenVINO IR is the .xml "
+                "and the .bin beside it); copy both"
+            )
+
+
 class OpenVinoRunner:
     runtime = "openvino"
     device = "cpu"
@@ -107,13 +147,15 @@ class OpenVinoRunner:
         self.path = Path(path)
         if not self.path.is_file():
             raise QtoolError(f"model not found: {self.path}")
+        check_model_file(self.path)
         core = ov.Core()
         self.config = ov_compile_config(threads, inference_precision, hint)
         try:
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", self.config)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "RuntimeError"
-            raise QtoolError(f"OpenVINO cannot compile {self.path}: {first}") from None
+            raise QtoolError(
+                f"OpenVINO cannot compile {self.path}: {openvino_error(exc)}"
+            ) from None
         self.request = self.compiled.create_infer_request()
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.output_names = tuple(o.get_any_name() for o in self.compiled.outputs)

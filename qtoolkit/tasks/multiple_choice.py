@@ -40,6 +40,15 @@ def _example(row: dict, where: str) -> ChoiceExample:
     choices = row.get("choices")
     if not isinstance(choices, list) or len(choices) < 2:
         raise QtoolError(f"{where}: 'choices' must be a list of at least two answers")
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, str) or not choice.strip():
+            raise QtoolError(
+                f"{where}: choice {i} is {json.dumps(choice)}; every choice must be a non-empty "
+                "string"
+            )
+    for key in ("question", "context"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise QtoolError(f"{where}: '{key}' is {json.dumps(row[key])}, not a string")
     question = row.get("question") or ""
     context = row.get("context")
     if not question and not context:
@@ -61,6 +70,7 @@ def read_choices(path: str | Path, limit: int | None = None) -> list[ChoiceExamp
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise QtoolError(f"{path}: multiple choice reads JSONL (question/context, choices, label)")
     examples = []
+    unlabelled: list[int] = []  # line numbers of questions without a label
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -72,10 +82,18 @@ def read_choices(path: str | Path, limit: int | None = None) -> list[ChoiceExamp
             if not isinstance(row, dict):
                 raise QtoolError(f"{path}:{lineno}: expected a JSON object per line")
             examples.append(_example(row, f"{path}:{lineno}"))
+            if examples[-1].label is None:
+                unlabelled.append(lineno)
             if limit is not None and len(examples) >= limit:
                 break
     if not examples:
         raise QtoolError(f"{path} has no examples")
+    if unlabelled and len(unlabelled) < len(examples):  # all or none (calibration text)
+        raise QtoolError(
+            f"{path}:{unlabelled[0]}: no 'label', while other questions have one "
+            f"({len(unlabelled)} of {len(examples)} unlabelled); an unlabelled question would "
+            "go unscored: label every question, or none"
+        )
     counts = {len(e.choices) for e in examples}
     if len(counts) > 1:
         raise QtoolError(

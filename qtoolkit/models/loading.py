@@ -14,6 +14,8 @@ from qtoolkit.recipe import ModelConfig
 
 __all__ = [
     "LoadedModel",
+    "check_config_overrides",
+    "check_max_length",
     "corrupt_weights",
     "load_model",
     "load_tokenizer",
@@ -178,6 +180,17 @@ def check_config_overrides(overrides: dict[str, Any], config: Any, source: Path)
         raise QtoolError(
             f"model.config_overrides: '{key}' is not a field of {source} "
             f"({config.model_type}){hint}"
+        )
+
+
+def check_max_length(max_length: int, config: Any) -> None:
+    """data.max_length must fit the model's position table: a longer sequence fails deep inside
+    the model ("size of tensor a (256) must match ... (128)")."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise QtoolError(
+            f"data.max_length {max_length} is over the {positions} tokens the model takes "
+            f"(max_position_embeddings); set data.max_length (--max-length) to at most {positions}"
         )
 
 

@@ -55,6 +55,7 @@ class CalibrateOutcome:
 def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
     from qtoolkit import dist
     from qtoolkit.models import load_model
+    from qtoolkit.models.loading import check_max_length
     from qtoolkit.pipeline.common import quant_source, resolve_device
     from qtoolkit.quant import amax_records, calibrate, insert_quantizers, save_quantized
     from qtoolkit.quant.bias_correction import correct_from_config
@@ -78,6 +79,7 @@ def run_calibrate(recipe: Recipe) -> CalibrateOutcome:
             f"initialised randomly (a fresh {recipe.model.task} head): "
             + ", ".join(loaded.newly_initialized[:4])
         )
+    check_max_length(recipe.data.max_length, loaded.model.config)
     batches, num_examples = model_input_batches(
         recipe.model.task,
         loaded.tokenizer,

@@ -118,8 +118,11 @@ def split_evaluator(
 ) -> Evaluator:
     """Read `data_file` for `task`, map labels to the model's ids (`config`, unless `label2id`
     is given) and tokenize it with the model's tokenizer."""
+    from qtoolkit.models.loading import check_max_length
     from qtoolkit.tasks.evaluation import check_known_labels, label_map_for
 
+    if config is not None:
+        check_max_length(recipe.data.max_length, config)
     examples = task.read(data_file, recipe.data, limit)
     if label2id is None:
         label2id = label_map_for(task, examples, config, data_file)

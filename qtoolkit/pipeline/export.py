@@ -39,6 +39,7 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     replaces the export folder in one rename (other exports already in it are kept), so a full
     disk or a killed run never leaves a model.onnx without its manifest."""
     from qtoolkit.export import export_onnx
+    from qtoolkit.models.loading import check_max_length
     from qtoolkit.quant import load_quantized
     from qtoolkit.quant.checkpoint import read_manifest
     from qtoolkit.tasks.inputs import model_input_batches
@@ -57,6 +58,7 @@ def export_checkpoint(checkpoint: Path, out_path: Path, recipe: Recipe):
     inputs = (checkpoint, data_file)
     check_output_dir(folder, Kind.ONNX, inputs)
     ckpt = load_quantized(checkpoint)
+    check_max_length(recipe.data.max_length, ckpt.model.config)
     batches, _ = model_input_batches(
         ckpt.manifest["task"], ckpt.tokenizer, data_file, recipe.data, recipe.export.num_samples, 16
     )

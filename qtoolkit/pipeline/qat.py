@@ -156,6 +156,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     `qat.resume` is false); a state of a run with other settings is refused."""
     from qtoolkit import dist
     from qtoolkit.artifacts import INCOMPLETE, Kind, check_output_dir, kind_of, mark_complete
+    from qtoolkit.models.loading import check_max_length
     from qtoolkit.pipeline.common import quant_source, resolve_device, split_evaluator, stage_task
     from qtoolkit.quant import save_quantized
     from qtoolkit.recipe import QuantConfig
@@ -188,6 +189,7 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     model = ckpt.model
     quant_cfg = QuantConfig.model_validate(ckpt.manifest["quant"])
     task = stage_task(recipe)
+    check_max_length(data_cfg.max_length, model.config)
     train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
     label2id = label_map_for(task, train_ex, model.config, data_cfg.train_file)
     train_data = task.encode(ckpt.tokenizer, train_ex, data_cfg.max_length, label2id)

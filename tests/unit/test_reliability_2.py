@@ -292,6 +292,11 @@ VALUES = [
         ["100000", "takes at most 128", "max_position_embeddings"],
     ),
     (
+        "data.max_length beyond max_position_embeddings",
+        lambda i, o: [*_cal(i, o), "--max-length", 256, "-o", o / "c"],
+        ["data.max_length 256", "128 tokens", "--max-length"],
+    ),
+    (
         "--max-shape below --opt-shape names the option, not the engine section",
         lambda i, o: _dry(i, "--max-shape", "32x64"),
         ["--max-shape 32x64", "seq must satisfy"],

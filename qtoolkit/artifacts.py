@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.fsutil import atomic_dir, carry_over, is_leftover, write_json
+from qtoolkit.fsutil import (
+    atomic_dir,
+    carry_over,
+    files_under,
+    is_leftover,
+    resolved,
+    virtual_file_system,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from qtoolkit.recipe import ModelConfig, Recipe
@@ -188,7 +196,7 @@ def record_files(folder: Path) -> None:
     manifest = try_read_manifest(folder)
     if manifest is None:
         return
-    files = sorted(str(p.relative_to(folder)) for p in _files(folder))
+    files = sorted(str(p.relative_to(folder)) for p in files_under(folder))
     write_json(folder / MARKER, {**manifest, "files": files})
 
 
@@ -259,32 +267,13 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _files(folder: Path) -> list[Path]:
-    """The files under `folder`, without what killed qtool runs left there."""
-    return [
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(map(is_leftover, p.relative_to(folder).parts))
-    ]
-
-
-def _resolved(path: Path, what: str = "output") -> Path:
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a link loop
-        raise QtoolError(
-            f"{what} {path}: a symbolic link loop (the link points back to itself); "
-            "use another path"
-        ) from None
-
-
 def _check_not_inputs(target: Path, inputs: Iterable[str | Path | None], is_dir: bool) -> None:
     """An output must not be an input, lie inside an input folder or (a folder) hold one."""
-    target = _resolved(target)
+    target = resolved(target)
     for item in inputs:
         if item is None or not Path(item).exists():
             continue
-        source = _resolved(Path(item), "input")
+        source = resolved(Path(item), "input")
         if target == source or (source.is_dir() and _inside(target, source)):
             raise QtoolError(
                 f"output {target} would overwrite the input {item}; choose another output"
@@ -295,41 +284,17 @@ def _check_not_inputs(target: Path, inputs: Iterable[str | Path | None], is_dir:
             )
 
 
-# File systems that hold no files (the kernel's views): writing there fails, or worse.
-_VIRTUAL_FS = frozenset(
-    ("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
-     "securityfs", "configfs", "pstore", "bpf", "mqueue", "fusectl", "binfmt_misc")
-)  # fmt: skip
-
-
-def _file_system(path: Path) -> str | None:
-    """The type of the file system `path` is on (Linux), or None when it cannot be told."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    best, kind = "", None
-    for line in mounts:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = parts[1].replace("\\040", " ")
-        if _inside(path, Path(point)) and len(point) >= len(best):
-            best, kind = point, parts[2]
-    return kind
-
-
 def _check_writable(target: Path) -> None:
     """The output's nearest existing folder must be writable (a read-only disk, a folder without
     permission) and hold files (not /proc or /sys): found now, not after the work."""
     import os
 
-    resolved = _resolved(target)
-    folder = resolved.parent
+    real = resolved(target)
+    folder = real.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    fs = _file_system(resolved)
-    if fs in _VIRTUAL_FS:
+    fs = virtual_file_system(real)
+    if fs is not None:
         raise QtoolError(
             f"output {target} is on the kernel's {fs} file system, which holds no files; "
             "write somewhere else"
@@ -358,7 +323,9 @@ def check_output_dir(
         return
     if not target.is_dir():
         raise QtoolError(f"output {target} exists and is not a directory; choose another")
-    if not _files(target) and not any(p.is_dir() and not is_leftover(p) for p in target.iterdir()):
+    if not files_under(target) and not any(
+        p.is_dir() and not is_leftover(p) for p in target.iterdir()
+    ):
         return  # empty, or only what a killed qtool run left
     found = kind_of(target)
     if found is None:
@@ -372,7 +339,7 @@ def check_output_dir(
     if listed is not None:
         foreign = sorted(
             str(p.relative_to(target))
-            for p in _files(target)
+            for p in files_under(target)
             if str(p.relative_to(target)) not in listed and p.name != MARKER
         )
         if foreign:

@@ -4,6 +4,10 @@ Temporary names carry the writing process's id (`.model.onnx.4711-ab12cd34.tmp`)
 killed before its rename (SIGKILL, a power cut) leaves something the next run recognises as
 qtool's own leftover (`is_leftover`) and removes (`clean_leftovers`) instead of taking it for a
 user's file.
+
+Also the facts about a path that `qtoolkit.artifacts`' write rules use: where it really is (a
+link loop is one line), which files a folder holds besides leftovers, and whether it lies on a
+kernel file system (/proc, /sys) that holds no files.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ __all__ = [
     "atomic_file",
     "carry_over",
     "clean_leftovers",
+    "files_under",
     "is_leftover",
+    "resolved",
     "temp_dir_beside",
+    "virtual_file_system",
     "write_json",
 ]
 
@@ -73,6 +80,58 @@ def clean_leftovers(folder: str | Path, name: str | None = None) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def files_under(folder: Path) -> list[Path]:
+    """The files under `folder`, without what killed qtool runs left there."""
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(map(is_leftover, p.relative_to(folder).parts))
+    ]
+
+
+def resolved(path: Path, what: str = "output") -> Path:
+    """`path` made absolute with its links followed; a link loop is one line, not an error of
+    Python's own."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a link loop
+        raise QtoolError(
+            f"{what} {path}: a symbolic link loop (the link points back to itself); "
+            "use another path"
+        ) from None
+
+
+# File systems that hold no files (the kernel's views): writing there fails, or worse.
+_VIRTUAL_FS = frozenset(
+    ("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+     "securityfs", "configfs", "pstore", "bpf", "mqueue", "fusectl", "binfmt_misc")
+)  # fmt: skip
+
+
+def virtual_file_system(path: Path) -> str | None:
+    """The kernel file system `path` is on (proc, sysfs, ...), or None for one that holds
+    files (or when it cannot be told)."""
+    kind = _file_system(path)
+    return kind if kind in _VIRTUAL_FS else None
+
+
+def _file_system(path: Path) -> str | None:
+    """The type of the file system `path` is on (Linux), or None when it cannot be told."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (path == Path(point) or Path(point) in path.parents) and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
 
 
 def _prefix(target: Path) -> str:

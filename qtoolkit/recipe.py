@@ -12,7 +12,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from qtoolkit.errors import QtoolError
-from qtoolkit.recipe_io import StrictModel, parse_override, read_recipe_file, set_override
+from qtoolkit.recipe_io import (
+    StrictModel,
+    format_validation_error,
+    parse_override,
+    read_recipe_file,
+    set_override,
+)
 from qtoolkit.recipe_ptq import CalibPtqFields, QuantPtqFields
 
 __all__ = [
@@ -351,24 +357,6 @@ class Recipe(_Strict):
         return Path(explicit) if explicit is not None else self.output_dir / stage
 
 
-def _format_validation_error(
-    err: ValidationError, source: str, overrides: list[str], labels: dict[str, str]
-) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-
-    def sets_it(override: str) -> bool:  # the key, its section, or (a section's check) in it
-        key = override.partition("=")[0].strip()
-        return key in (loc, loc.rpartition(".")[0]) or key.startswith(f"{loc}.")
-
-    given = [o for o in overrides if sets_it(o)]
-    if given:  # the bad value came from the command line (a flag or --set), not from the file
-        source = labels.get(given[-1]) or f"override '{given[-1]}'"
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
-    return f"{source}: '{loc}': {first['msg'].removeprefix('Value error, ')}"
-
-
 # Recipe fields that are sections: an override sets their keys, never the whole of one.
 _SECTIONS = frozenset(
     name
@@ -392,7 +380,7 @@ def load_recipe(
     except ValidationError as err:
         source = str(path) if path is not None else "defaults"
         raise QtoolError(
-            _format_validation_error(err, source, overrides or [], labels or {})
+            format_validation_error(err, source, overrides or [], labels or {})
         ) from None
 
 

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from qtoolkit.errors import QtoolError
 from qtoolkit.textfiles import read_utf8
@@ -20,6 +20,7 @@ __all__ = [
     "MAX_YAML_VALUES",
     "StrictModel",
     "bool_for_number",
+    "format_validation_error",
     "parse_override",
     "read_recipe_file",
     "set_override",
@@ -193,3 +194,24 @@ def bool_for_number(annotation: Any, value: Any) -> bool:
             if get_origin(member) in (list, tuple) and items and all(map(_is_number, items)):
                 return True
     return False
+
+
+def format_validation_error(
+    err: ValidationError, source: str, overrides: list[str], labels: dict[str, str]
+) -> str:
+    """One line for a recipe that does not validate: where the bad value came from (the file,
+    or the override or flag that set it: `labels` name flags, e.g. `--max-shape 32x0`), the key
+    and what is wrong."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+
+    def sets_it(override: str) -> bool:  # the key, its section, or (a section's check) in it
+        key = override.partition("=")[0].strip()
+        return key in (loc, loc.rpartition(".")[0]) or key.startswith(f"{loc}.")
+
+    given = [o for o in overrides if sets_it(o)]
+    if given:  # the bad value came from the command line (a flag or --set), not from the file
+        source = labels.get(given[-1]) or f"override '{given[-1]}'"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'"
+    return f"{source}: '{loc}': {first['msg'].removeprefix('Value error, ')}"

@@ -4,6 +4,16 @@ Importing the package is cheap: torch, transformers and pytorch-quantization are
 submodules that need them.
 """
 
-__version__ = "0.1.0"
+from qtoolkit.version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "quantize"]
+
+
+def __getattr__(name: str):
+    # `qtoolkit.quantize(...)`: the front door, imported on first use so `import qtoolkit`
+    # stays light.
+    if name == "quantize":
+        from qtoolkit.pipeline.quantize import quantize
+
+        return quantize
+    raise AttributeError(f"module 'qtoolkit' has no attribute {name!r}")

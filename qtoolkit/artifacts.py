@@ -50,6 +50,7 @@ __all__ = [
     "INCOMPLETE",
     "MARKER",
     "OPENVINO_FILE",
+    "QUANTIZED_SUBDIR",
     "WEIGHTS",
     "Kind",
     "add_files",
@@ -79,6 +80,7 @@ AMAX_JSON = "amax.json"
 AMAX_MD = "amax.md"
 EXPORT_FILE = "model.onnx"  # inside the export stage folder
 ENGINE_FILE = "model.engine"  # inside the engine stage folder
+QUANTIZED_SUBDIR = "checkpoint"  # the quantized checkpoint inside a `qtool quantize` folder
 OPENVINO_FILE = "model.xml"  # OpenVINO IR (with model.bin), inside an OpenVINO folder
 _FP32_SUFFIX = ".fp32"  # model.onnx -> model.fp32.onnx, the float baseline export
 
@@ -163,7 +165,7 @@ def read_manifest(folder: str | Path, expect: Kind) -> dict[str, Any]:
 
 
 def new_manifest(kind: Kind, **fields: Any) -> dict[str, Any]:
-    from qtoolkit import __version__
+    from qtoolkit.version import __version__
 
     return {
         "format": str(kind),

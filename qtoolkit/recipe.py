@@ -15,11 +15,13 @@ from qtoolkit.errors import QtoolError
 from qtoolkit.recipe_io import (
     StrictModel,
     format_validation_error,
+    merge_recipe_data,
     parse_override,
     read_recipe_file,
     set_override,
 )
 from qtoolkit.recipe_ptq import CalibPtqFields, QuantPtqFields
+from qtoolkit.recipe_quantize import QuantizeConfig
 
 __all__ = [
     "RECIPE_VERSION",
@@ -33,6 +35,7 @@ __all__ = [
     "ExportConfig",
     "EngineConfig",
     "BenchConfig",
+    "QuantizeConfig",
     "load_recipe",
     "apply_overrides",
     "parse_override",
@@ -304,6 +307,10 @@ class BenchConfig(_Strict):
         return values
 
 
+# Stage folder names whose settings live in a differently named section.
+_STAGE_SECTIONS = {"calibrated": "calib", "finetuned": "finetune", "quantized": "quantize"}
+
+
 class Recipe(_Strict):
     """A whole pipeline. Every section has defaults, so a recipe only says what differs."""
 
@@ -338,6 +345,7 @@ class Recipe(_Strict):
     export: ExportConfig = Field(default_factory=ExportConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
     @field_validator("version")
     @classmethod
@@ -350,9 +358,7 @@ class Recipe(_Strict):
 
     def stage_dir(self, stage: str) -> Path:
         """The output directory of a stage: its own `output_dir`, else `<output_dir>/<stage>`."""
-        section = getattr(
-            self, {"calibrated": "calib", "finetuned": "finetune"}.get(stage, stage), None
-        )
+        section = getattr(self, _STAGE_SECTIONS.get(stage, stage), None)
         explicit = getattr(section, "output_dir", None)
         return Path(explicit) if explicit is not None else self.output_dir / stage
 
@@ -368,11 +374,14 @@ _SECTIONS = frozenset(
 def load_recipe(
     path: str | Path | None,
     overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
     labels: dict[str, str] | None = None,
 ) -> Recipe:
-    """Load a YAML recipe (or the defaults when `path` is None) and apply `key=value` overrides;
+    """Load a YAML recipe (or the defaults when `path` is None) and apply `key=value` overrides.
+    `base` (e.g. a runtime preset) sits under the file: the file's keys replace its keys.
     `labels` say how an override was given (`--max-shape 32x0`) for the error line."""
     data: dict[str, Any] = read_recipe_file(path) if path is not None else {}
+    data = merge_recipe_data(base, data) if base else data
     for item in overrides or []:
         set_override(data, *parse_override(item), sections=_SECTIONS)
     try:

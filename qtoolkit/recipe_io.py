@@ -5,9 +5,10 @@ boolean for a number, finite numbers only. `qtoolkit.recipe` validates what thes
 
 from __future__ import annotations
 
+import copy
 import functools
 import types
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_YAML_VALUES",
     "StrictModel",
     "bool_for_number",
+    "merge_recipe_data",
     "format_validation_error",
     "parse_override",
     "read_recipe_file",
@@ -215,3 +217,15 @@ def format_validation_error(
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
     return f"{source}: '{loc}': {first['msg'].removeprefix('Value error, ')}"
+
+
+def merge_recipe_data(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`top` laid over `base`, section by section: a key in `top` replaces the same key in
+    `base`; nested sections merge. Neither input is changed."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_recipe_data(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from qtoolkit.cli import autoquant, bench, deploy, quantize, train
+from qtoolkit.cli import autoquant, bench, deploy, quantize, quantize_cmd, train
 from qtoolkit.cli.common import build_recipe, handle_errors
 
 __all__ = ["app", "build_recipe", "handle_errors", "main"]
@@ -28,6 +28,7 @@ app = typer.Typer(
 train.data_app.command("prepare")(train.data_prepare)
 app.add_typer(train.data_app, name="data")
 for _name, _fn in (
+    ("quantize", quantize_cmd.quantize),
     ("finetune", train.finetune),
     ("calibrate", quantize.calibrate),
     ("ptq-sweep", quantize.ptq_sweep),

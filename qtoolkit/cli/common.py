@@ -161,9 +161,15 @@ def main_rank_only(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def build_recipe(recipe: Path | None, sets: list[str] | None, flags: dict[str, Any]):
-    """Recipe file, then `--set` overrides, then explicit flags (None means 'not given'). A bad
-    flag value is reported under the flag's own name (`--max-shape 32x0`)."""
+def build_recipe(
+    recipe: Path | None,
+    sets: list[str] | None,
+    flags: dict[str, Any],
+    base: dict[str, Any] | None = None,
+):
+    """`base` (a runtime preset), then the recipe file, then `--set` overrides, then explicit
+    flags (None means 'not given'). A bad flag value is reported under the flag's own name
+    (`--max-shape 32x0`)."""
     from qtoolkit.recipe import load_recipe
 
     overrides = list(sets or [])
@@ -176,7 +182,7 @@ def build_recipe(recipe: Path | None, sets: list[str] | None, flags: dict[str, A
         label = _option_label(key)
         if label is not None:
             labels[override] = label
-    return load_recipe(recipe, overrides, labels=labels)
+    return load_recipe(recipe, overrides, base=base, labels=labels)
 
 
 def _option_label(key: str) -> str | None:

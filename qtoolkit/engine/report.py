@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtoolkit import __version__
 from qtoolkit.engine.plan import BuildPlan
 from qtoolkit.engine.precision import SUPPORTED_TRT
 from qtoolkit.fsutil import write_json
+from qtoolkit.version import __version__
 
 __all__ = ["BuildReport", "build_report_path", "trtexec_script_path", "write_build_report"]
 

@@ -204,13 +204,13 @@ def export_onnx(
     """
     import torch
 
-    from qtoolkit import __version__
     from qtoolkit.export.fp16 import convert_to_fp16
     from qtoolkit.export.ort_optimize import ort_gemm_census
     from qtoolkit.export.qdq_passes import optimize_qdq
     from qtoolkit.export.torch_export import export_model_proto, float_mode
     from qtoolkit.export.validate import validate_onnx
     from qtoolkit.models.registry import spec_for_config
+    from qtoolkit.version import __version__
 
     start = time.perf_counter()
     if not sample_batches:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +71,9 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
         stage_task,
     )
     from qtoolkit.quant import insert_quantizers, save_quantized
-    from qtoolkit.quant.bias_correction import correct_biases, revert_biases
+    from qtoolkit.quant.bias_correction import correct_biases, fallback_toggle, revert_biases
     from qtoolkit.quant.calib.registry import CALIB_METHODS
+    from qtoolkit.quant.candidates import Candidate, build_candidate, score_candidates
     from qtoolkit.quant.fallback import Score, fallback_units, find_fallback, gemm_census
     from qtoolkit.tasks.evaluation import agreement, output_drift
 
@@ -116,51 +116,36 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
     loop = batch_forward_loop(batches, device)
     insert_quantizers(model, recipe.quant)
     start = time.perf_counter()
-    # 1. calibrator x alpha, on dev.
+    # 1. calibrator x alpha, on dev; each candidate scored with its own bias correction.
     methods = auto.methods or list(CALIB_METHODS)
     sq = recipe.quant.smoothquant
     alphas = [None] if sq is None else (sq.alpha if isinstance(sq.alpha, list) else [sq.alpha])
-    candidates = []
-    for alpha in alphas:
-        candidate = copy.deepcopy(model)
-        if alpha is not None:
-            from qtoolkit.quant.smoothquant import apply_smoothquant
+    sites = sq.sites if sq is not None else []
 
-            apply_smoothquant(candidate, loop, alpha, sq.sites)
-        for method, _ in _calibrations(candidate, loop, recipe, methods):
-            # Score each candidate as it would be built: with its own bias correction.
-            shifts = correct_biases(candidate, loop) if recipe.calib.bias_correction else None
-            value, agree, metrics = dev_score(candidate, f"{method}, alpha {alpha}")
-            if shifts is not None:
-                revert_biases(candidate, shifts)
-            candidates.append(
-                {"method": method, "alpha": alpha, "score": value, "agreement": agree, **metrics}
-            )
-        del candidate
+    def candidate_score(m, candidate: Candidate) -> dict:
+        value, agree, metrics = dev_score(m, f"{candidate.method}, alpha {candidate.alpha}")
+        return {"score": value, "agreement": agree, **metrics}
+
+    scored = score_candidates(
+        model,
+        loop,
+        recipe.calib,
+        alphas,
+        methods,
+        sites,
+        recipe.calib.bias_correction,
+        candidate_score,
+    )
+    candidates = [{"method": c.method, "alpha": c.alpha, **s} for c, s in scored]
     best = max(candidates, key=lambda r: (r["score"], r["agreement"], -r["drift"]))
     # Rebuild the chosen one (cheaper in memory than keeping every candidate).
-    if best["alpha"] is not None:
-        from qtoolkit.quant.smoothquant import apply_smoothquant
-
-        apply_smoothquant(model, loop, best["alpha"], sq.sites)
     cfg = recipe.calib.model_copy(update={"method": best["method"]})
-    from qtoolkit.quant import calibrate
-
-    calibrate(model, loop, cfg)
+    build_candidate(model, loop, recipe.calib, sites, Candidate(best["method"], best["alpha"]))
     correction = None
     toggle = None
     if recipe.calib.bias_correction:
         correction = correct_biases(model, loop)
-
-        def toggle(units, on: bool) -> None:
-            # A GEMM back in float gets its own bias back; into INT8 again, its correction.
-            names = {m for u in units for m in u.modules}
-            if on:
-                revert_biases(model, correction, names)
-            else:
-                for name in names & set(correction.deltas):
-                    bias = model.get_submodule(name).bias
-                    bias.data.add_(correction.deltas[name].to(bias.device, bias.dtype))
+        toggle = fallback_toggle(model, correction)
 
     # 2. fallback, on dev.
     units = fallback_units(model, auto.granularity)
@@ -248,27 +233,3 @@ def run_autoquant(recipe: Recipe, budget: float | None = None, metric: str | Non
         outcome.latency = fallback_latency(model, search, recipe, batches, toggle)
     write_report(outcome, recipe, inputs)
     return outcome
-
-
-def _calibrations(model, loop, recipe: Recipe, methods: list[str]):
-    """Yield (method, model) with the model's amax set by each method; statistics are collected
-    once per kind (max, histogram)."""
-    from qtoolkit.quant.calib.registry import get_calibrator
-    from qtoolkit.quant.calibrate import (
-        calibrate_weights,
-        collect_statistics,
-        load_amax,
-        release_statistics,
-    )
-
-    calibrate_weights(model)
-    collected = None
-    for spec in sorted((get_calibrator(m) for m in methods), key=lambda s: s.statistics != "max"):
-        cfg = recipe.calib.model_copy(update={"method": spec.name})
-        if collected != spec.statistics:
-            release_statistics(model)
-            collect_statistics(model, loop, cfg)
-            collected = spec.statistics
-        load_amax(model, cfg)
-        yield spec.name, model
-    release_statistics(model)

@@ -24,7 +24,7 @@ from qtoolkit.bench.targets import BenchTarget
 from qtoolkit.errors import QtoolError
 from qtoolkit.recipe import Recipe
 
-__all__ = ["BenchOutcome", "run_benchmark"]
+__all__ = ["BenchOutcome", "feeds_maker", "run_benchmark"]
 
 RESULTS_FORMAT = 1
 
@@ -71,7 +71,9 @@ def _open_all(targets, recipe: Recipe, device: str, advance, steps: int):
     return opened, skipped
 
 
-def _feeds_maker(opened, recipe: Recipe) -> tuple[Callable, str]:
+def feeds_maker(opened, recipe: Recipe) -> tuple[Callable, str]:
+    """`(batch, seq) -> feeds` for the first opened target (anything with `tokenizer`,
+    `config` and `task_name`), from the recipe's sentences, and where they came from."""
     from qtoolkit.bench.inputs import read_timing_texts, synthetic_feeds, text_feeds
 
     first = opened[0]
@@ -185,7 +187,7 @@ def _measure(targets, recipe: Recipe, device: str, shapes, steps, total, do_accu
         tasks = {o.task_name for o in opened}
         if len(tasks) > 1:
             raise QtoolError(f"benchmark targets are models of different tasks: {sorted(tasks)}")
-        make_feeds, source = _feeds_maker(opened, recipe)
+        make_feeds, source = feeds_maker(opened, recipe)
         timers = {o.target.name: o.timer for o in opened}
         with intra_op_threads(cfg.threads):
             grid = run_grid(timers, shapes, make_feeds, cfg.warmup, cfg.iterations, advance)

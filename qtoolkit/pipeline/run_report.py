@@ -22,8 +22,8 @@ REPORT = "report.md"
 def _versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
-    from qtoolkit import __version__
     from qtoolkit.engine import installed_tensorrt_version
+    from qtoolkit.version import __version__
 
     found: dict[str, str | None] = {"qtoolkit": __version__}
     for dist in ("torch", "transformers", "onnx", "onnxruntime", "pytorch-quantization"):

@@ -32,6 +32,7 @@ __all__ = [
     "BiasCorrection",
     "correct_biases",
     "correct_from_config",
+    "fallback_toggle",
     "quantized_gemms",
     "revert_biases",
 ]
@@ -67,15 +68,6 @@ def _is_conv(module: nn.Module) -> bool:
     return module.weight.dim() == 3
 
 
-def _float_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if _is_conv(module):
-        return F.conv1d(
-            x, module.weight, module.bias, module.stride, module.padding, module.dilation,
-            module.groups,
-        )  # fmt: skip
-    return F.linear(x, module.weight, module.bias)
-
-
 def _token_weights(out: torch.Tensor, mask: torch.Tensor | None, channels_first: bool):
     """Per-position weights broadcastable to `out` (1 on real tokens, 0 on padding)."""
     if mask is None or out.dim() != 3:
@@ -89,7 +81,13 @@ def _token_weights(out: torch.Tensor, mask: torch.Tensor | None, channels_first:
 
 def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) -> BiasCorrection:
     """Measure each quantized GEMM's mean output error over `forward_loop` and add it to its
-    bias, in place. Quantizers must be calibrated. Returns the shifts (see `revert_biases`)."""
+    bias, in place. Quantizers must be calibrated. Returns the shifts (see `revert_biases`).
+
+    The error of a GEMM's output on its own quantized input is `x_q (W - W_q)^T`, linear in
+    `x_q`: its mean over real tokens is `(W - W_q)` applied to the mean of `x_q`. So one pass
+    collects the mean quantized input of every GEMM (its input quantizer's output), and each
+    shift is one small product after it; no GEMM is run twice.
+    """
     targets = quantized_gemms(model)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
@@ -100,21 +98,17 @@ def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) 
         state["mask"] = kwargs.get("attention_mask")
 
     def hook_for(name: str, channels_first: bool):
-        def hook(module, args, output):
-            # The GEMM's own input as it quantizes it: the difference to its output is then
-            # the weight rounding's error alone, (W - W_q) x_q (see the module doc).
-            with torch.no_grad():
-                x = module._input_quantizer(args[0])
-            diff = (_float_output(module, x) - output).detach().float()
-            channel = 1 if channels_first and diff.dim() == 3 else diff.dim() - 1
-            weights = _token_weights(diff, state["mask"], channels_first)
+        def hook(quantizer, args, x):
+            # The GEMM's own input as it quantizes it (the quantizer's output).
+            x = x.detach().float()
+            channel = 1 if channels_first and x.dim() == 3 else x.dim() - 1
+            weights = _token_weights(x, state["mask"], channels_first)
             if weights is not None:
-                diff = diff * weights
-                n = weights.float().sum() * 1.0
+                x = x * weights
+                n = weights.float().sum()
             else:
-                n = torch.tensor(float(diff.numel() // diff.shape[channel]))
-            dims = [d for d in range(diff.dim()) if d != channel]
-            total = diff.sum(dim=dims)
+                n = torch.tensor(float(x.numel() // x.shape[channel]))
+            total = x.sum(dim=[d for d in range(x.dim()) if d != channel])
             sums[name] = total if name not in sums else sums[name] + total
             counts[name] = n if name not in counts else counts[name] + n
 
@@ -125,7 +119,7 @@ def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) 
         if m.bias is None:
             result.no_bias.append(name)
             continue
-        handles.append(m.register_forward_hook(hook_for(name, _is_conv(m))))
+        handles.append(m._input_quantizer.register_forward_hook(hook_for(name, _is_conv(m))))
     was_training = model.training
     model.eval()
     try:
@@ -139,10 +133,21 @@ def correct_biases(model: nn.Module, forward_loop: Callable[[nn.Module], None]) 
         for name, m in targets:
             if name not in sums:
                 continue
-            delta = (sums[name] / counts[name].clamp(min=1.0)).to(m.bias.device, m.bias.dtype)
+            mean_x = sums[name] / counts[name].clamp(min=1.0)
+            error = m.weight - m._weight_quantizer(m.weight)
+            delta = _no_bias_output(m, error, mean_x.to(error.dtype))
+            delta = delta.to(m.bias.device, m.bias.dtype)
             m.bias.add_(delta)
             result.deltas[name] = delta.cpu()
     return result
+
+
+def _no_bias_output(module: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`weight` applied to one input vector `x` (per channel), as the module applies its own."""
+    if _is_conv(module):
+        out = F.conv1d(x[None, :, None], weight, None, 1, 0, 1, module.groups)
+        return out[0, :, 0]
+    return F.linear(x, weight)
 
 
 def revert_biases(model: nn.Module, correction: BiasCorrection, names=None) -> None:
@@ -159,3 +164,20 @@ def correct_from_config(model: nn.Module, calib_cfg, forward_loop) -> BiasCorrec
     if not getattr(calib_cfg, "bias_correction", False):
         return None
     return correct_biases(model, forward_loop)
+
+
+def fallback_toggle(model: nn.Module, correction: BiasCorrection):
+    """A `find_fallback` toggle: a GEMM put back in float gets its own bias back; back in INT8,
+    its correction again."""
+
+    def toggle(units, on: bool) -> None:
+        names = {m for u in units for m in u.modules}
+        if on:
+            revert_biases(model, correction, names)
+            return
+        with torch.no_grad():
+            for name in names & set(correction.deltas):
+                bias = model.get_submodule(name).bias
+                bias.add_(correction.deltas[name].to(bias.device, bias.dtype))
+
+    return toggle

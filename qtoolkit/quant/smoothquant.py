@@ -271,13 +271,17 @@ def apply_smoothquant(
     forward_loop: Callable[[nn.Module], None],
     alpha: float = 0.5,
     kinds: list[str] | tuple[str, ...] = SITES,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> list[SmoothSite]:
     """Smooth `model` in place (float statistics from `forward_loop`); returns the sites with
-    their scales. Run it after `insert_quantizers` and before calibration."""
+    their scales. Run it after `insert_quantizers` and before calibration. `stats` (from
+    `collect_input_absmax` on an unsmoothed copy of the model) saves the statistics pass when
+    several alphas are tried."""
     if not 0.0 <= alpha <= 1.0:
         raise QtoolError(f"quant.smoothquant.alpha must be in [0, 1], got {alpha}")
     sites = smooth_sites(model, kinds)
-    stats = collect_input_absmax(model, sites, forward_loop)
+    if stats is None:
+        stats = collect_input_absmax(model, sites, forward_loop)
     missing = [s.consumers[0] for s in sites if s.consumers[0] not in stats]
     if missing:
         raise QtoolError(f"SmoothQuant: no data reached {missing[:2]}")

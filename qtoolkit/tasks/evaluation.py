@@ -11,7 +11,9 @@ __all__ = [
     "check_known_labels",
     "evaluate_runner",
     "label_map_for",
+    "output_decisions",
     "output_drift",
+    "output_kl",
     "task_options",
 ]
 
@@ -92,6 +94,45 @@ def output_drift(outputs: list[dict], reference: list[dict]) -> float:
             err += float(np.square(a - b).sum())
             ref += float(np.square(b).sum())
     return err / max(ref, 1e-30)
+
+
+def output_kl(outputs: list[dict], reference: list[dict]) -> float:
+    """Mean KL divergence KL(softmax(reference) || softmax(output)) over the last axis of every
+    output (each example's logits, or each token's), averaged over rows and outputs. It weighs
+    a logit error by how close the decision is, which is what flips it."""
+    import numpy as np
+
+    if len(outputs) != len(reference):
+        raise QtoolError(f"cannot compare {len(outputs)} output batches with {len(reference)}")
+    total, rows = 0.0, 0
+    for out, r in zip(outputs, reference, strict=True):
+        for name, value in r.items():
+            ref = np.asarray(value, dtype=np.float64)
+            got = np.asarray(out[name], dtype=np.float64)
+            ref_log = ref - _logsumexp(ref)
+            got_log = got - _logsumexp(got)
+            kl = (np.exp(ref_log) * (ref_log - got_log)).sum(axis=-1)
+            total += float(kl.sum())
+            rows += kl.size
+    return total / max(rows, 1)
+
+
+def _logsumexp(x):
+    import numpy as np
+
+    top = x.max(axis=-1, keepdims=True)
+    return top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True))
+
+
+def output_decisions(outputs: list[dict]) -> list:
+    """The argmax of every row of every output, in order: what a label-free agreement counts."""
+    import numpy as np
+
+    decisions: list = []
+    for out in outputs:
+        for name in sorted(out):
+            decisions.extend(np.asarray(out[name]).argmax(axis=-1).reshape(-1).tolist())
+    return decisions
 
 
 def agreement(a: Any, b: Any) -> float:

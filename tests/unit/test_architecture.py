@@ -109,10 +109,12 @@ def test_no_import_circle():
 
 
 def test_lower_layers_do_not_import_the_pipeline_or_cli():
+    # The package root is a facade above the pipeline (`qtoolkit.quantize`, loaded lazily), like
+    # the CLI; every other module is below it.
     upward = {
         (name, dep)
         for name, deps in import_graph().items()
-        if not name.startswith(("qtoolkit.pipeline", "qtoolkit.cli"))
+        if name != "qtoolkit" and not name.startswith(("qtoolkit.pipeline", "qtoolkit.cli"))
         for dep in deps
         if dep.startswith(("qtoolkit.pipeline", "qtoolkit.cli"))
     }

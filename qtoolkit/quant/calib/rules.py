@@ -54,6 +54,10 @@ def amax_mse(
     return float(amaxes[int(torch.argmin(errors))])
 
 
+def _plogp(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+
+
 def amax_entropy(
     counts: np.ndarray,
     edges: np.ndarray,
@@ -69,33 +73,45 @@ def amax_entropy(
     added to its last bin. Q merges the `i` bins into `2**(num_bits-1)` groups and spreads each
     group's mass evenly over the group's non-empty bins. The threshold with the smallest KL(P||Q)
     wins (the largest one among ties).
+
+    Every candidate is scored at once from prefix sums: with `P = sum p` (the whole mass) and
+    `C = counts[:i].sum()` (Q's mass), `KL = sum(p log p)/P - log P - sum(p log q)/P + log C`,
+    and `sum(p log q)` is `sum_g M_g log(M_g / N_g)` over the groups (mass M_g over N_g
+    non-empty bins) plus the clipped tail times log q of the last bin. A clipped tail on an
+    empty last bin makes KL infinite (TensorRT skips that threshold).
     """
-    counts = np.asarray(counts, dtype=np.float64).copy()
-    nbins = len(counts)
+    c = np.asarray(counts, dtype=np.float64).copy()
+    nbins = len(c)
     if nbins > 1:
-        counts[0] = counts[1]  # bin 0 holds the exact zeros (padding, ReLU); TensorRT drops them
+        c[0] = c[1]  # bin 0 holds the exact zeros (padding, ReLU); TensorRT drops them
     nlevels = 2 ** (num_bits - 1 + int(unsigned))
-    tail = np.cumsum(counts[::-1])[::-1]  # tail[i] = counts[i:].sum()
-    best_i, best_kl = nbins, np.inf
-    for i in range(max(start_bin, nlevels), nbins + 1, stride):
-        p = counts[:i].copy()
-        if i < nbins:
-            p[-1] += tail[i]
-        ref = counts[:i]
-        group = (np.arange(i) * nlevels) // i  # which quantized level each bin falls in
-        nonzero = ref != 0
-        group_mass = np.bincount(group, weights=ref, minlength=nlevels)
-        group_nonzero = np.bincount(group, weights=nonzero.astype(np.float64), minlength=nlevels)
-        q = np.where(nonzero, group_mass[group] / np.maximum(group_nonzero[group], 1.0), 0.0)
-        p_sum, q_sum = p.sum(), q.sum()
-        if p_sum == 0 or q_sum == 0:
-            continue
-        p_n, q_n = p / p_sum, q / q_sum
-        mask = p_n > 0
-        # Where P > 0 but Q == 0 (a clipped tail landing on an empty bin), KL is infinite.
-        if np.any(q_n[mask] == 0):
-            continue
-        kl = float(np.sum(p_n[mask] * np.log(p_n[mask] / q_n[mask])))
-        if kl <= best_kl:
-            best_i, best_kl = i, kl
-    return float(edges[best_i])
+    lengths = np.arange(max(start_bin, nlevels), nbins + 1, stride, dtype=np.int64)
+    total = c.sum()
+    if len(lengths) == 0 or total <= 0:
+        return float(edges[nbins])
+    zero = np.zeros(1)
+    mass = np.concatenate([zero, np.cumsum(c)])  # mass[k] = c[:k].sum()
+    filled = np.concatenate([zero, np.cumsum(c != 0)])
+    plogp = np.concatenate([zero, np.cumsum(_plogp(c))])
+    tail = total - mass[lengths]  # clipped into the last bin
+    last = c[lengths - 1] + tail
+    sum_plogp = plogp[lengths - 1] + _plogp(last)
+    # Group g of a threshold i holds bins [ceil(g i / L), ceil((g + 1) i / L)).
+    g = np.arange(nlevels + 1, dtype=np.int64)
+    bounds = (g[None, :] * lengths[:, None] + nlevels - 1) // nlevels
+    group_mass = mass[bounds[:, 1:]] - mass[bounds[:, :-1]]
+    group_filled = filled[bounds[:, 1:]] - filled[bounds[:, :-1]]
+    level = np.where(group_mass > 0, group_mass / np.maximum(group_filled, 1.0), 1.0)
+    sum_plogq = (group_mass * np.log(level)).sum(axis=1)
+    last_q = level[:, -1]
+    sum_plogq += tail * np.log(last_q)
+    q_mass = mass[lengths]
+    with np.errstate(divide="ignore"):
+        kl = sum_plogp / total - np.log(total) - sum_plogq / total + np.log(q_mass)
+    impossible = ((c[lengths - 1] == 0) & (tail > 0)) | (q_mass == 0)
+    kl = np.where(impossible, np.inf, kl)
+    finite = np.isfinite(kl)
+    if not finite.any():
+        return float(edges[nbins])
+    best = np.flatnonzero(kl <= kl[finite].min() * (1 + 1e-12) + 1e-15).max()
+    return float(edges[lengths[best]])

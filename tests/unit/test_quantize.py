@@ -379,3 +379,14 @@ def test_refuses_a_model_without_a_trained_head(tmp_path, calib_jsonl):
     out = tmp_path / "out"
     result = _run("quantize", str(bare), "--calib-file", str(calib_jsonl), "-o", str(out))
     _refused(result, out, "no trained", "head")
+
+
+def test_tensorrt_engine_profile_covers_every_timed_shape():
+    from qtoolkit.pipeline.quantize import quantize_recipe
+    from qtoolkit.pipeline.quantize_trt import engine_config_for
+
+    recipe = quantize_recipe(None, ["quantize.latency_shapes=[[1,8],[64,256]]"], "tensorrt")
+    cfg = engine_config_for(recipe)
+    assert cfg.min_shape == (1, 8) and cfg.max_shape == (64, 256)
+    for axis in (0, 1):
+        assert cfg.min_shape[axis] <= cfg.opt_shape[axis] <= cfg.max_shape[axis]

@@ -109,7 +109,7 @@ def run_quantize(recipe: Recipe):
     from qtoolkit.pipeline.holdout import HoldoutScorer, split_calibration
     from qtoolkit.pipeline.quantize_report import QuantizeOutcome
     from qtoolkit.quant import insert_quantizers
-    from qtoolkit.quant.candidates import build_candidate, score_candidates
+    from qtoolkit.quant.candidates import score_candidates
     from qtoolkit.quant.fallback import gemm_census
     from qtoolkit.quant.presets import get_preset
 
@@ -169,10 +169,11 @@ def run_quantize(recipe: Recipe):
         recipe.calib.bias_correction,
         score,
         bias_loop,
+        keep=True,
     )
     ranked = sorted(scored, key=lambda cs: _rank_key(cs[1], cfg.score, dev is not None))
     chosen, chosen_scores = ranked[0]
-    correction = build_candidate(model, loop, recipe.calib, sites, chosen, bias_loop)
+    model, correction = scored.take(chosen)  # built already: not calibrated again
     census_int8 = gemm_census(model)
     fallback = None
     if cfg.budget_points is not None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from qtoolkit.recipe import CalibConfig
 
-__all__ = ["Candidate", "build_candidate", "calibrations", "score_candidates"]
+__all__ = ["Candidate", "ScoredCandidates", "build_candidate", "calibrations", "score_candidates"]
 
 ForwardLoop = Callable[[nn.Module], None]
 
@@ -69,6 +69,53 @@ def calibrations(
         release_statistics(model)
 
 
+class ScoredCandidates(list):
+    """The (candidate, score) pairs of `score_candidates`, which can also hand back any
+    candidate's built model (`take`) without building it again: the SmoothQuant-ed copy of
+    each alpha is kept, with every candidate's ranges and bias shifts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._models: dict[float | None, nn.Module] = {}
+        self._states: dict[Candidate, tuple[dict[str, Any], Any]] = {}
+
+    def take(self, candidate: Candidate):
+        """(model, bias correction or None) of `candidate`, built; the other copies are freed."""
+        from qtoolkit.quant.insert import iter_quantizers
+
+        model = self._models[candidate.alpha]
+        ranges, shifts = self._states[candidate]
+        for name, quantizer in iter_quantizers(model):
+            if name in ranges:
+                amax, disabled = ranges[name]
+                quantizer._amax = amax.clone()
+                quantizer.disable() if disabled else quantizer.enable()
+        if shifts is not None:
+            _add_shifts(model, shifts)
+        self._models.clear()
+        self._states.clear()
+        return model, shifts
+
+
+def _ranges(model: nn.Module) -> dict[str, Any]:
+    from qtoolkit.quant.insert import iter_quantizers
+
+    return {
+        name: (q._amax.detach().clone(), q._disabled)
+        for name, q in iter_quantizers(model)
+        if getattr(q, "_amax", None) is not None
+    }
+
+
+def _add_shifts(model: nn.Module, shifts) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, delta in shifts.deltas.items():
+            bias = model.get_submodule(name).bias
+            bias.add_(delta.to(bias.device, bias.dtype))
+
+
 def score_candidates(
     model: nn.Module,
     loop: ForwardLoop,
@@ -79,17 +126,19 @@ def score_candidates(
     bias_correction: bool,
     score: Callable[[nn.Module, Candidate], dict[str, Any]],
     bias_loop: ForwardLoop | None = None,
-) -> list[tuple[Candidate, dict[str, Any]]]:
+    keep: bool = False,
+) -> ScoredCandidates:
     """Every alpha x method, built on a copy of `model` (quantizers inserted, not calibrated;
     left as it is) and scored. With `bias_correction` each candidate is scored as it would be
-    built: with its own bias correction, measured over `bias_loop` (default `loop`)."""
+    built: with its own bias correction, measured over `bias_loop` (default `loop`). With
+    `keep`, the built copies stay for `ScoredCandidates.take` (one model copy per alpha)."""
     from qtoolkit.quant.bias_correction import correct_biases, revert_biases
     from qtoolkit.quant.smoothquant import apply_smoothquant, collect_input_absmax, smooth_sites
 
     absmax = None
     if any(a is not None for a in alphas):
         absmax = collect_input_absmax(model, smooth_sites(model, list(sites)), loop)
-    scored = []
+    scored = ScoredCandidates()
     for alpha in alphas:
         work = copy.deepcopy(model)
         if alpha is not None:
@@ -100,6 +149,10 @@ def score_candidates(
             scored.append((candidate, score(work, candidate)))
             if shifts is not None:
                 revert_biases(work, shifts)
+            if keep:
+                scored._states[candidate] = (_ranges(work), shifts)
+        if keep:
+            scored._models[alpha] = work
         del work
     return scored
 

@@ -390,3 +390,38 @@ def test_tensorrt_engine_profile_covers_every_timed_shape():
     assert cfg.min_shape == (1, 8) and cfg.max_shape == (64, 256)
     for axis in (0, 1):
         assert cfg.min_shape[axis] <= cfg.opt_shape[axis] <= cfg.max_shape[axis]
+
+
+def test_a_kept_candidate_is_the_one_a_fresh_build_gives(tiny_bert_dir, calib_jsonl):
+    import copy
+
+    import torch
+
+    from qtoolkit.models import load_model
+    from qtoolkit.pipeline.common import batch_forward_loop
+    from qtoolkit.quant import insert_quantizers
+    from qtoolkit.quant.candidates import Candidate, build_candidate, score_candidates
+    from qtoolkit.recipe import CalibConfig, DataConfig, ModelConfig, QuantConfig
+    from qtoolkit.tasks.inputs import model_input_batches
+
+    loaded = load_model(ModelConfig(path=str(tiny_bert_dir)))
+    batches, _ = model_input_batches(
+        "sequence-classification", loaded.tokenizer, calib_jsonl, DataConfig(), 32, 8
+    )
+    loop = batch_forward_loop(batches, "cpu")
+    model = loaded.model.eval()
+    insert_quantizers(model, QuantConfig(residual_add=False))
+    fresh = copy.deepcopy(model)
+    sites = ["qkv", "attn_out", "ffn_out"]
+    scored = score_candidates(
+        model, loop, CalibConfig(), [0.5, 0.8], ["max", "entropy"], sites, True,
+        lambda m, c: {}, keep=True,
+    )  # fmt: skip
+    wanted = Candidate("max", 0.5, True)
+    assert wanted in [c for c, _ in scored] and len(scored) == 4
+    kept, shifts = scored.take(wanted)
+    built_shifts = build_candidate(fresh, loop, CalibConfig(), sites, wanted)
+    assert set(shifts.deltas) == set(built_shifts.deltas)
+    with torch.no_grad():
+        for batch in batches:
+            torch.testing.assert_close(kept(**batch).logits, fresh(**batch).logits)

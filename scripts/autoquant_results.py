@@ -1,10 +1,11 @@
-"""Measure `qtool autoquant` on a recipe and write docs/results/autoquant.json; render its README
-table between `<!-- results:autoquant -->` and `<!-- /results:autoquant -->`.
+"""Measure `qtool autoquant` on a recipe and write docs/results/autoquant.json; render its table
+(docs/autoquant.md) between `<!-- results:autoquant -->` and `<!-- /results:autoquant -->`.
 
     flock /work/notes/heavy.lock python scripts/autoquant_results.py \\
         -r recipes/minilm-rt-sentiment.yaml --set model.path=runs/.../finetuned \\
         --budget 1.0 --metric agreement --json docs/results/autoquant.json
-    python scripts/autoquant_results.py --render docs/results/autoquant.json --readme README.md
+    python scripts/autoquant_results.py --render docs/results/autoquant.json \\
+        --readme docs/autoquant.md
 
 Each run is one autoquant call; its selection is on data.eval_file only and the test figures
 come from data.test_file. `render_autoquant(data)` is what scripts/update_readme.py can call.
@@ -131,7 +132,7 @@ def main() -> int:
     ap.add_argument("--sq-alpha", default="0.5,0.8", help="SmoothQuant alphas searched on dev.")
     ap.add_argument("--json", type=Path, default=Path("docs/results/autoquant.json"))
     ap.add_argument("--render", type=Path, help="Only render this results file.")
-    ap.add_argument("--readme", type=Path, help="Write the table into this README.")
+    ap.add_argument("--readme", type=Path, help="Write the table into this page.")
     args = ap.parse_args()
     if args.render:
         data = json.loads(args.render.read_text())

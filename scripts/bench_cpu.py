@@ -122,7 +122,7 @@ def build_files(name: str, args, work: Path, calib, val) -> tuple[dict, dict]:
     files["ov-int8"] = result.path
     if float_model is not None:
         # The CPU placement: residual adds stay float (no int8 kernel takes them on ORT or
-        # OpenVINO, and their quantizers carry most of the error; see README, autoquant).
+        # OpenVINO, and their quantizers carry most of the error; see docs/autoquant.md).
         insert_quantizers(float_model, QuantConfig(residual_add=False))
         calibrate(float_model, lambda m: [m(**b) for b in calib], CalibConfig(method="percentile"))
         cpu_cfg = cfg.model_copy(update={"fp32_baseline": False})

@@ -1,21 +1,23 @@
-"""Write README.md's result tables from the JSON files under docs/results/.
+"""Write the result tables of README.md and docs/*.md from the JSON files under docs/results/.
 
-    python scripts/update_readme.py           # rewrite every block in README.md
+    python scripts/update_readme.py           # rewrite every block in README.md and docs/*.md
     python scripts/update_readme.py --check   # exit 1 if a block differs from its JSON
     python scripts/update_readme.py --publish ptq_minilm=ptq:runs/x/ptq_sweep/results.json
                                               # copy a run's results JSON into docs/results/
 
-A block is the text between `<!-- results:NAME -->` and `<!-- /results:NAME -->`; it is
-rendered from docs/results/NAME.json by RENDERERS[NAME] (or by the renderer named in the JSON's
-"renderer" field). Every figure in a block therefore comes from a committed file that names the
-machine it was measured on. To add a table: commit its JSON, add a small renderer function here
-and the two markers in the README. tests/unit/test_readme_results.py re-renders and compares.
+A block is the text between `<!-- results:NAME -->` and `<!-- /results:NAME -->`, in any of
+those pages; it is rendered from docs/results/NAME.json by RENDERERS[NAME] (or by the renderer
+named in the JSON's "renderer" field), with its source linked relative to the page. Every
+figure in a block therefore comes from a committed file that names the machine it was measured
+on. To add a table: commit its JSON, add a small renderer function here and the two markers in
+a page. tests/unit/test_readme_results.py re-renders and compares.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -25,10 +27,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 BLOCK = re.compile(r"<!-- results:([\w.-]+) -->\n(.*?)<!-- /results:\1 -->", re.S)
 
 
-def machine_line(data: dict[str, Any], source: str) -> str:
+def pages() -> list[Path]:
+    """Every page that may hold results blocks: README.md and docs/*.md."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def machine_line(data: dict[str, Any], source: str, link: str | None = None) -> str:
     m = data.get("machine") or {}
     flags = ", ".join(m.get("cpu_flags") or [])
     versions = m.get("versions") or {}
@@ -42,7 +50,7 @@ def machine_line(data: dict[str, Any], source: str) -> str:
         f"torch {torch}" if torch else None,
         m.get("date", "")[:10] or None,
     ]
-    return f"_From [{source}]({source}): " + ", ".join(p for p in parts if p) + "._"
+    return f"_From [{source}]({link or source}): " + ", ".join(p for p in parts if p) + "._"
 
 
 def render_ptq(data: dict[str, Any]) -> str:
@@ -353,16 +361,18 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def render(name: str, results_dir: Path = RESULTS) -> str:
+def render(name: str, results_dir: Path = RESULTS, page: Path = README) -> str:
+    """Block `name` as it reads on `page` (its source link is relative to the page)."""
     path = results_dir / f"{name}.json"
     if not path.is_file():
-        raise SystemExit(f"README block '{name}' has no results file {path}")
+        raise SystemExit(f"results block '{name}' has no results file {path}")
     data = json.loads(path.read_text())
     kind = data.get("renderer", name)
     if kind not in RENDERERS:
         raise SystemExit(f"{path}: no renderer '{kind}' in scripts/update_readme.py")
     source = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    return RENDERERS[kind](data).rstrip("\n") + "\n\n" + machine_line(data, source) + "\n"
+    link = Path(os.path.relpath(path, page.resolve().parent)).as_posix()
+    return RENDERERS[kind](data).rstrip("\n") + "\n\n" + machine_line(data, source, link) + "\n"
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
@@ -370,17 +380,18 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
 
 
-def update(text: str, results_dir: Path = RESULTS) -> str:
+def update(text: str, results_dir: Path = RESULTS, page: Path = README) -> str:
     def repl(m: re.Match) -> str:
         name = m.group(1)
-        return f"<!-- results:{name} -->\n{render(name, results_dir)}<!-- /results:{name} -->"
+        body = render(name, results_dir, page)
+        return f"<!-- results:{name} -->\n{body}<!-- /results:{name} -->"
 
     return BLOCK.sub(repl, text)
 
 
 def publish(spec: str, results_dir: Path = RESULTS) -> Path:
     """`NAME=RENDERER:PATH`: copy a results JSON to docs/results/NAME.json, naming its renderer.
-    The file must name its machine (machine_info) so the README can say where it was measured."""
+    The file must name its machine (machine_info) so the page can say where it was measured."""
     name, _, rest = spec.partition("=")
     kind, _, src = rest.partition(":")
     if kind not in RENDERERS or not src:
@@ -397,25 +408,32 @@ def publish(spec: str, results_dir: Path = RESULTS) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
-    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
+    parser.add_argument(
+        "--page",
+        type=Path,
+        action="append",
+        help="only this page (repeatable); default: README.md and docs/*.md",
+    )
     parser.add_argument("--publish", action="append", default=[], metavar="NAME=RENDERER:PATH")
     args = parser.parse_args()
     for spec in args.publish:
         print(f"wrote {publish(spec)}")
-    text = args.readme.read_text()
-    new = update(text)
-    if args.check:
-        pairs = zip(blocks(text), blocks(new), strict=True)
-        stale = [n for (n, old), (_, fresh) in pairs if old != fresh]
-        if stale:
-            print(f"README blocks out of date: {', '.join(stale)} (run scripts/update_readme.py)")
-            return 1
-        print(f"{len(blocks(text))} README blocks match docs/results/")
-        return 0
-    if new != text:
-        args.readme.write_text(new)
-    print(f"wrote {len(blocks(new))} blocks into {args.readme}")
+    stale, count = [], 0
+    for page in args.page or pages():
+        text = page.read_text()
+        new = update(text, page=page)
+        count += len(blocks(new))
+        if args.check:
+            pairs = zip(blocks(text), blocks(new), strict=True)
+            stale += [f"{page.name}:{n}" for (n, old), (_, fresh) in pairs if old != fresh]
+        elif new != text:
+            page.write_text(new)
+            print(f"wrote {page}")
+    if stale:
+        print(f"results blocks out of date: {', '.join(stale)} (run scripts/update_readme.py)")
+        return 1
+    print(f"{count} results blocks " + ("match docs/results/" if args.check else "written"))
     return 0
 
 

@@ -19,12 +19,35 @@ def _script():
     return module
 
 
-def test_every_readme_block_matches_its_results_file():
+def test_every_block_matches_its_results_file():
     upd = _script()
-    found = upd.blocks((ROOT / "README.md").read_text())
-    assert found, "README.md has no <!-- results:NAME --> blocks"
-    for name, body in found:
-        assert body == upd.render(name), f"README block '{name}' is stale: run update_readme.py"
+    pages = upd.pages()
+    assert ROOT / "README.md" in pages and len(pages) > 1, pages
+    found = [(page, name, body) for page in pages for name, body in upd.blocks(page.read_text())]
+    assert found, "no <!-- results:NAME --> block in README.md or docs/*.md"
+    for page, name, body in found:
+        assert body == upd.render(name, page=page), (
+            f"{page.name}: block '{name}' is stale: run scripts/update_readme.py"
+        )
+
+
+def test_every_results_file_is_shown_somewhere():
+    upd = _script()
+    shown = {name for page in upd.pages() for name, _ in upd.blocks(page.read_text())}
+    unused = {
+        p.stem
+        for p in (ROOT / "docs" / "results").glob("*.json")
+        if "renderer" in json.loads(p.read_text()) or p.stem in upd.RENDERERS
+    }
+    assert unused - shown == set(), "results files with no block in README.md or docs/*.md"
+
+
+def test_a_block_links_its_file_relative_to_its_page(tmp_path):
+    upd = _script()
+    text = "<!-- results:dist -->\n<!-- /results:dist -->\n"
+    in_docs = upd.update(text, page=ROOT / "docs" / "x.md")
+    in_root = upd.update(text, page=ROOT / "README.md")
+    assert "(results/dist.json)" in in_docs and "(docs/results/dist.json)" in in_root
 
 
 def test_every_results_file_names_its_machine():

@@ -1,7 +1,8 @@
 """`qtool run`: every stage a recipe configures, in order, skipping those already up to date.
 
 The stages and what each depends on are in `pipeline/stages.py`; the stamps that say a stage is
-up to date in `pipeline/stamps.py`; the manifest (`<output_dir>/run.json`) and report
+up to date in `pipeline/stamps.py`; what a run records (`StageRecord`, `RunOutcome`) in
+`pipeline/run_records.py`; the manifest (`<output_dir>/run.json`) and report
 (`<output_dir>/report.md`) in `pipeline/run_report.py`. This module decides which stages run
 and runs them.
 """
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from qtoolkit.errors import QtoolError
+from qtoolkit.pipeline.run_records import RunOutcome, StageRecord
 from qtoolkit.pipeline.run_report import MANIFEST, REPORT, write_manifest, write_report
 from qtoolkit.pipeline.stages import (
     DEFAULT_STAGES,
@@ -36,55 +36,6 @@ __all__ = [
     "run_pipeline",
     "select_stages",
 ]
-
-# Statuses shown as plain progress; the others (skipped, failed, not-run) are warnings.
-_PROGRESS = ("running", "ran", "up-to-date", "not-configured")
-
-
-@dataclass
-class StageRecord:
-    name: str
-    status: str = "pending"  # running, ran, up-to-date, skipped, not-configured, failed, not-run
-    reason: str | None = None
-    seconds: float = 0.0
-    fingerprint: str | None = None
-    outputs: list[str] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    outcome: Any = None  # what the stage function returned (not in the manifest)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "outcome"}
-
-    @property
-    def is_warning(self) -> bool:
-        """A stage that did not run when it was meant to (shown as a note, not as progress)."""
-        return self.status not in _PROGRESS
-
-    def summary(self) -> Any:
-        """One line of `qtool run` progress for this stage: plain text, or a styled rich Text
-        (a reason naming a path is never read as markup)."""
-        from rich.text import Text
-
-        if self.status == "running":
-            return Text(f"running {self.name}", style="bold")
-        if self.status == "ran":
-            return f"{self.name} ran in {self.seconds:.1f}s"
-        if self.status == "up-to-date":
-            return f"{self.name} up to date"
-        if self.status == "not-configured":
-            return Text(f"{self.name}: not configured ({self.reason})", style="dim")
-        return f"{self.name} {self.status}: {self.reason}"
-
-
-@dataclass
-class RunOutcome:
-    stages: list[StageRecord]
-    manifest_path: Path
-    report_path: Path
-    seconds: float
-
-    def summary(self) -> str:
-        return f"report {self.report_path}; manifest {self.manifest_path}"
 
 
 def select_stages(recipe: Recipe, only: str | None = None) -> dict[str, str | None]:

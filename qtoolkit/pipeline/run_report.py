@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from qtoolkit.pipeline.run_records import RunOutcome
 from qtoolkit.pipeline.stamps import STAMP, digest, now, recipe_value
 from qtoolkit.recipe import Recipe
-
-if TYPE_CHECKING:
-    from qtoolkit.pipeline.run import RunOutcome
 
 __all__ = ["MANIFEST", "REPORT", "write_manifest", "write_report"]
 

@@ -7,26 +7,35 @@ collection pass serves every method that needs the same statistics, which is how
 derives percentile, mse and entropy from a single pass over the data.
 
 Adding a method is one entry in `CALIBRATORS` (plus its tests); nothing else lists them.
-This module imports nothing heavy at module level.
+This module imports nothing heavy at module level, and nothing from the recipe (which reads
+this list): a rule takes any settings object with the fields of `HistogramSettings`, such as
+the recipe's `CalibConfig`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from qtoolkit.errors import QtoolError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from qtoolkit.recipe import CalibConfig
+__all__ = ["CALIBRATORS", "CALIB_METHODS", "Calibrator", "HistogramSettings", "get_calibrator"]
 
-__all__ = ["CALIBRATORS", "CALIB_METHODS", "Calibrator", "get_calibrator"]
 
-# (counts, edges, cfg, num_bits, unsigned) -> amax
-HistogramRule = Callable[["np.ndarray", "np.ndarray", "CalibConfig", int, bool], float]
+class HistogramSettings(Protocol):
+    """What the histogram rules read from the calibration settings (`CalibConfig` has these)."""
+
+    percentile: float
+    start_bin: int
+    stride: int
+
+
+# (counts, edges, settings, num_bits, unsigned) -> amax
+HistogramRule = Callable[["np.ndarray", "np.ndarray", HistogramSettings, int, bool], float]
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class Calibrator:
     description: str
     rule: HistogramRule | None = None  # histogram methods only
 
-    def label(self, cfg: CalibConfig) -> str:
+    def label(self, cfg: HistogramSettings) -> str:
         """How tables name the method with its settings, e.g. 'percentile 99.99'."""
         return f"{self.name} {cfg.percentile:g}" if self.name == "percentile" else self.name
 

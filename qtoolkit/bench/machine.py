@@ -29,13 +29,11 @@ def cpu_flags() -> list[str]:
     return [f for f in _FLAGS_OF_INTEREST if f in flags]
 
 
-def _version(module: str) -> str | None:
-    import importlib.metadata as md
+def _version(name: str) -> str | None:
+    from qtoolkit.version import installed_distribution
 
-    try:
-        return md.version(module)
-    except md.PackageNotFoundError:
-        return None
+    found = installed_distribution(name)
+    return found[1] if found else None
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:

@@ -9,23 +9,44 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
 from qtoolkit.cli import autoquant, bench, deploy, quantize, quantize_cmd, train
 from qtoolkit.cli.common import build_recipe, handle_errors
+from qtoolkit.cli.help import QtoolCommand, QtoolGroup, version_callback
 
 __all__ = ["app", "build_recipe", "handle_errors", "main"]
 
 app = typer.Typer(
     name="qtool",
-    help="INT8 quantization, QAT and TensorRT deployment for BERT-family encoders.",
+    cls=QtoolGroup,
+    help="INT8 quantization for BERT-family encoders: `qtool quantize` for one runtime in one "
+    "command, or each stage (calibrate, QAT, export, engine, benchmark) on its own.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-train.data_app.command("prepare")(train.data_prepare)
+
+@app.callback()
+def _qtool(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=version_callback,
+            help="Print the versions of qtool, Python and the libraries and runtimes it uses "
+            "(torch, transformers, ONNX Runtime, OpenVINO, TensorRT), then exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+train.data_app.command("prepare", cls=QtoolCommand)(train.data_prepare)
 app.add_typer(train.data_app, name="data")
 for _name, _fn in (
     ("quantize", quantize_cmd.quantize),
@@ -43,7 +64,7 @@ for _name, _fn in (
     ("benchmark", bench.benchmark),
     ("run", bench.run),
 ):
-    app.command(_name)(_fn)
+    app.command(_name, cls=QtoolCommand)(_fn)
 
 
 def main() -> None:

@@ -17,10 +17,11 @@ from qtoolkit.cli.common import (
     say,
     show,
 )
+from qtoolkit.cli.help import QtoolGroup
 
 __all__ = ["data_prepare", "finetune", "evaluate", "data_app"]
 
-data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
+data_app = typer.Typer(cls=QtoolGroup, help="Prepare datasets.", no_args_is_help=True)
 
 
 @handle_errors
@@ -51,7 +52,10 @@ def finetune(
     model: Annotated[str | None, typer.Option(help="Checkpoint directory or package:NAME.")] = None,
     task: Annotated[
         str | None,
-        typer.Option(help="sequence-classification | question-answering | token-classification."),
+        typer.Option(
+            help="sequence-classification | question-answering | token-classification | "
+            "multiple-choice | masked-lm | next-sentence-prediction."
+        ),
     ] = None,
     train_file: Annotated[Path | None, typer.Option(help="Training data.")] = None,
     eval_file: Annotated[Path | None, typer.Option(help="Data evaluated after each epoch.")] = None,

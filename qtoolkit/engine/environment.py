@@ -7,7 +7,6 @@ CUDA build of torch nor an import of TensorRT, and it never creates a CUDA conte
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
 import sys
 from types import ModuleType
 
@@ -25,7 +24,6 @@ DOCKER_HINT = (
     "use the Docker image: docker build -t qtoolkit . && "
     "docker run --gpus all -v $PWD:/work -w /work qtoolkit build-engine ..."
 )
-_TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")
 _LIBCUDA = {"win32": ("nvcuda.dll",), "darwin": ()}.get(
     sys.platform, ("libcuda.so.1", "libcuda.so")
 )
@@ -56,12 +54,13 @@ def cuda_device_names() -> list[str]:
 
 
 def installed_tensorrt_version() -> str | None:
-    """The installed TensorRT version without importing it (which would load its libraries)."""
-    for dist in _TRT_DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    """The installed TensorRT version without importing it (which would load its libraries);
+    else that of a `tensorrt` module already imported."""
+    from qtoolkit.version import installed_distribution
+
+    found = installed_distribution("tensorrt")
+    if found is not None:
+        return found[1]
     module = sys.modules.get("tensorrt")
     return getattr(module, "__version__", None)
 

@@ -3,7 +3,6 @@ checksums, every stage's status and timing) and `<output_dir>/report.md` linking
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from qtoolkit.pipeline.run_records import RunOutcome
@@ -17,18 +16,11 @@ REPORT = "report.md"
 
 
 def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
     from qtoolkit.engine import installed_tensorrt_version
-    from qtoolkit.version import __version__
+    from qtoolkit.version import installed_versions
 
-    found: dict[str, str | None] = {"qtoolkit": __version__}
-    for dist in ("torch", "transformers", "onnx", "onnxruntime", "pytorch-quantization"):
-        for name in (dist, "onnxruntime-gpu") if dist == "onnxruntime" else (dist,):
-            with contextlib.suppress(md.PackageNotFoundError):
-                found[dist] = found.get(dist) or md.version(name)
-        found.setdefault(dist, None)
-    return {**found, "tensorrt": installed_tensorrt_version()}
+    names = ("torch", "transformers", "onnx", "onnxruntime", "pytorch-quantization")
+    return {**installed_versions(names), "tensorrt": installed_tensorrt_version()}
 
 
 def write_manifest(

@@ -1,5 +1,6 @@
-"""One model against a reference on the same examples: the metric difference and the agreement,
-each with a paired bootstrap 95% interval, and how a table writes them.
+"""One model against a reference on the same examples: the model's own metric, the metric
+difference and the agreement, each with a bootstrap 95% interval (paired for the last two), and
+how a table writes them.
 
 A difference whose interval contains 0 is a tie: the two models cannot be told apart on this
 split. Tasks provide `example_scores(data, predictions)` (per-example scores whose mean is the
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtoolkit.tasks.intervals import Interval, agreement_interval, paired_bootstrap
+from qtoolkit.tasks.intervals import Interval, agreement_interval, mean_interval, paired_bootstrap
 
 __all__ = ["agreement_cell", "compare_predictions", "delta_cell", "example_scores"]
 
@@ -29,9 +30,11 @@ def _as_list(preds: Any, keys: list | None) -> list:
 def compare_predictions(
     task, data, predictions: Any, reference: Any, metric_delta: float | None = None
 ) -> dict[str, Any]:
-    """{delta_points, delta (interval dict, fractions), tie, agreement, agreement_interval} of
-    `predictions` against `reference` (both on `data`). `metric_delta` (in the metric's units)
-    is the fallback difference for a task without per-example scores."""
+    """{metric_interval, delta_points, delta, tie, agreement, agreement_interval} of
+    `predictions` against `reference` (both on `data`); intervals are dicts in fractions
+    (`metric_interval`: the mean per-example score of `predictions`, None without per-example
+    scores). `metric_delta` (in the metric's units) is the fallback difference for a task
+    without per-example scores."""
     keys = list(reference) if isinstance(reference, dict) else None
     agree = agreement_interval(_as_list(predictions, keys), _as_list(reference, keys))
     out: dict[str, Any] = {
@@ -42,8 +45,10 @@ def compare_predictions(
     if mine is not None and theirs is not None:
         delta = paired_bootstrap(mine, theirs)
         out.update(delta_points=100.0 * delta.value, delta=delta.to_dict(), tie=delta.is_tie)
+        out["metric_interval"] = mean_interval(mine).to_dict()
     else:
         out.update(
+            metric_interval=None,
             delta_points=None if metric_delta is None else 100.0 * metric_delta,
             delta=None,
             tie=None,

@@ -1,6 +1,7 @@
-"""Uncertainty of accuracy differences and speed-ups: paired bootstraps.
+"""Uncertainty of accuracies, accuracy differences and speed-ups: percentile bootstraps.
 
-Two models scored on the same examples are compared example by example: resampling the
+A model's accuracy (any mean of per-example scores) gets its interval by resampling the
+examples. Two models scored on the same examples are compared example by example: resampling the
 examples (with replacement) and recomputing the difference gives its spread. A difference
 whose 95% interval contains 0 is a tie. Latencies timed in the same interleaved rounds are
 resampled by round in the same way; a speed-up whose interval contains 1 is a tie.
@@ -14,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Interval", "agreement_interval", "paired_bootstrap", "speedup_interval"]
+__all__ = [
+    "Interval",
+    "agreement_interval",
+    "mean_interval",
+    "paired_bootstrap",
+    "speedup_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,18 @@ def _percentile_interval(value: float, draws: np.ndarray, level: float) -> Inter
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(draws, [tail, 1.0 - tail])
     return Interval(float(value), float(low), float(high), level)
+
+
+def mean_interval(
+    scores: Sequence[float], samples: int = 2000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Mean of per-example scores (1/0 for accuracy, or any per-example metric) with a
+    percentile bootstrap interval: how far the figure could move on another sample of the same
+    size."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"need a non-empty list of scores ({values.shape})")
+    return _percentile_interval(values.mean(), _resample_means(values, samples, seed), level)
 
 
 def paired_bootstrap(

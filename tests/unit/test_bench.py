@@ -268,6 +268,10 @@ def test_grid_reports_and_skipped_tensorrt(onnx_dir, tiny_bert_dir, test_jsonl, 
     assert a8["delta"]["low"] <= a8["delta"]["value"] <= a8["delta"]["high"]
     assert acc["ort-fp32"]["tie"] is True  # identical predictions: a difference of exactly 0
     assert acc["torch-fp32"]["delta"] is None  # the reference itself
+    for entry in acc.values():  # every backend's own accuracy carries its interval
+        iv = entry["metric_interval"]
+        assert iv["value"] == pytest.approx(entry["metrics"]["accuracy"])
+        assert iv["low"] <= iv["value"] <= iv["high"]
 
     # Files, written together.
     out = outcome.output_dir

@@ -57,6 +57,8 @@ def test_compare_rows_carry_intervals_and_ties():
     assert row["delta"]["high"] < 0 and row["agreement"] == pytest.approx(0.8)
     assert delta_cell(row).startswith("-20.00 [") and "tie" not in delta_cell(row)
     assert agreement_cell(row).startswith("80.00% [")
+    own = row["metric_interval"]  # the compared model's accuracy, 0.8, with its interval
+    assert own["value"] == pytest.approx(0.8) and own["low"] < 0.8 < own["high"] < 0.9
     nearly = [1 - y if i == 0 else y for i, y in enumerate(labels)]  # one sentence differs
     tie = compare_predictions(task, data, nearly, ref)
     assert tie["tie"] is True and delta_cell(tie).endswith(" tie")
@@ -67,5 +69,6 @@ def test_ner_has_no_interval():
     data = _labels_only([[0], [0]])
     row = compare_predictions(task, data, [["O"], ["B-PER"]], [["O"], ["O"]], -0.25)
     assert row["delta"] is None and row["tie"] is None and row["delta_points"] == -25.0
+    assert row["metric_interval"] is None
     assert delta_cell(row) == "-25.00 (no interval)"
     assert row["agreement"] == 0.5

@@ -21,6 +21,7 @@ from qtoolkit.recipe_io import (
     set_override,
 )
 from qtoolkit.recipe_ptq import CalibPtqFields, QuantPtqFields
+from qtoolkit.recipe_qat import QatConfig
 from qtoolkit.recipe_quantize import QuantizeConfig
 
 __all__ = [
@@ -160,42 +161,6 @@ class FinetuneConfig(_Strict):
     train_limit: int | None = Field(None, ge=1, description="Use only the first N train examples.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: Path | None = Field(None, description="Default: <output_dir>/finetuned.")
-
-
-class QatConfig(_Strict):
-    """Quantization-aware fine-tuning (used by `qtool qat`): starts from the calibrated checkpoint
-    (calibrating first if there is none) and trains with fake quantization on."""
-
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(4e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    batch_size: int = Field(16, ge=1)
-    train_limit: int | None = Field(None, ge=1, description="Use only the first N train examples.")
-    learn_amax: bool = Field(
-        False,
-        description="Learn activation amax (LSQ gradients); weights' per-channel amax stay frozen.",
-    )
-    amax_learning_rate: float = Field(
-        1e-3, gt=0, description="learn_amax: peak step of each amax, relative to its start value."
-    )
-    distill: bool = Field(False, description="Distil from the fp32 model (the fine-tuned one).")
-    temperature: float = Field(2.0, gt=0)
-    distill_weight: float = Field(0.5, ge=0, le=1)
-    hidden_mse_weight: float = Field(0.0, ge=0)
-    teacher_precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="Teacher autocast dtype; auto: bf16 (else fp16) on CUDA, fp32 on CPU."
-    )
-    save_every_steps: int | None = Field(
-        500, ge=1, description="Write the resumable training state every N steps and each epoch."
-    )
-    resume: bool = Field(
-        True, description="Continue from a saved training state; false discards it and restarts."
-    )
-    seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    output_dir: Path | None = Field(None, description="Default: <output_dir>/qat.")
 
 
 class ExportConfig(_Strict):

@@ -23,6 +23,13 @@ from qtoolkit.errors import QtoolError
 __all__ = ["calibrate", "ptq_sweep", "sensitivity", "qat", "inspect"]
 
 
+def _qat(name: str) -> object:
+    """A `qat` recipe default, for --help (the recipe model is the one place it is set)."""
+    from qtoolkit.recipe_qat import QatConfig
+
+    return QatConfig.model_fields[name].default
+
+
 @handle_errors
 def calibrate(
     recipe: RecipeOpt = None,
@@ -135,17 +142,69 @@ def sensitivity(
 @handle_errors
 def qat(
     recipe: RecipeOpt = None,
-    epochs: Annotated[float | None, typer.Option(help="Epochs (fractions allowed).")] = None,
+    start_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Start from this quantized checkpoint or `qtool quantize` output folder "
+            "(default: the recipe's calibrated checkpoint, calibrated first if missing).",
+        ),
+    ] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help=f"Epochs (fractions allowed; default {_qat('epochs')}).")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option("--lr", help=f"Peak learning rate (default {_qat('learning_rate')})."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"Training batch size (default {_qat('batch_size')}).")
+    ] = None,
     distill: Annotated[
         bool | None,
-        typer.Option("--distill/--no-distill", help="Distil from the fp32 (fine-tuned) model."),
+        typer.Option(
+            "--distill/--no-distill",
+            help=f"Distil from the fp32 (fine-tuned) model (default {_qat('distill')}).",
+        ),
+    ] = None,
+    label_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the label loss against the KL to fp32; 0 ignores labels (unlabelled "
+            f"text works) (default {_qat('label_weight')})."
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help=f"Temperature of the KL to fp32 (default {_qat('temperature')})."),
+    ] = None,
+    hidden_mse_weight: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Weight of the per-layer hidden-state MSE (default {_qat('hidden_mse_weight')})."
+        ),
     ] = None,
     learn_amax: Annotated[
         bool | None,
-        typer.Option("--learn-amax/--no-learn-amax", help="Train activation ranges (LSQ)."),
+        typer.Option(
+            "--learn-amax/--no-learn-amax",
+            help=f"Train activation ranges (LSQ) (default {_qat('learn_amax')}).",
+        ),
+    ] = None,
+    evals_per_epoch: Annotated[
+        int | None,
+        typer.Option(help=f"Evaluations per epoch (default {_qat('evals_per_epoch')})."),
+    ] = None,
+    select: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the evaluation with the best 'agreement' with fp32 or the best task "
+            f"'metric' (default {_qat('select')})."
+        ),
+    ] = None,
+    train_limit: Annotated[
+        int | None, typer.Option(help="Train on the first N examples only.")
     ] = None,
     resume: Annotated[
         bool | None,
@@ -155,18 +214,26 @@ def qat(
         int | None, typer.Option(help="Save resumable state every N steps.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
-    train_file: Annotated[Path | None, typer.Option(help="Training data.")] = None,
-    eval_file: Annotated[Path | None, typer.Option(help="Evaluated after each epoch.")] = None,
+    train_file: Annotated[
+        Path | None, typer.Option(help="Training text (labels only needed with --label-weight).")
+    ] = None,
+    eval_file: Annotated[
+        Path | None, typer.Option(help="Labelled dev data, evaluated during training.")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Default: <run>/qat.")
     ] = None,
     sets: SetOpt = None,
 ) -> None:
-    """Quantization-aware training from the calibrated checkpoint (calibrating first if needed).
+    """Quantization-aware training that makes the INT8 model a faithful copy of fp32.
 
-    Fake quantization stays in the loop (straight-through estimator); optional distillation
-    from the fp32 model and learned activation ranges. Keeps the best epoch; an interrupted run
-    resumes from its last saved state. The output reads like a calibrated checkpoint.
+    Starts from a quantized checkpoint (--from, e.g. `qtool quantize`'s output) or the recipe's
+    calibrated one. Fake quantization stays in the loop (straight-through estimator). By default
+    the student learns only from the fp32 model (KL to its logits, labels unused), with dropout
+    off, for a fraction of an epoch; it is evaluated on --eval-file several times per epoch (the
+    start too), each time logging agreement with fp32 and its 95% interval, and the evaluation
+    with the best agreement is kept. An interrupted run resumes from its last saved state. The
+    output reads like a calibrated checkpoint.
     """
     from qtoolkit.pipeline.qat import run_qat
 
@@ -174,12 +241,19 @@ def qat(
         recipe,
         sets,
         {
+            "qat.start_from": start_from,
             "qat.epochs": epochs,
             "qat.max_steps": max_steps,
             "qat.learning_rate": learning_rate,
             "qat.batch_size": batch_size,
             "qat.distill": distill,
+            "qat.label_weight": label_weight,
+            "qat.temperature": temperature,
+            "qat.hidden_mse_weight": hidden_mse_weight,
             "qat.learn_amax": learn_amax,
+            "qat.evals_per_epoch": evals_per_epoch,
+            "qat.select": select,
+            "qat.train_limit": train_limit,
             "qat.resume": resume,
             "qat.save_every_steps": save_every,
             "qat.device": device,

@@ -1,10 +1,12 @@
-"""The QAT stage: calibrated checkpoint + labelled data -> a quantization-aware fine-tuned
+"""The QAT stage: quantized checkpoint + training text -> a quantization-aware fine-tuned
 checkpoint, in the same format as a calibrated one (`load_quantized` reads both).
 
-It starts from the recipe's calibrated checkpoint, or calibrates first (the calibrate stage, on
-the recipe's quantization source) when there is none; trains with fake quantization on
-(straight-through gradients), optionally learning activation amax and distilling from the fp32
-model; evaluates on `data.eval_file` after each epoch and keeps the best checkpoint.
+It starts from `qat.start_from` (e.g. `qtool quantize`'s checkpoint), else the recipe's
+calibrated checkpoint, calibrating first when there is none (qat_start.py); trains with fake
+quantization on (straight-through gradients), by default distilling from the fp32 model with
+the labels unused, optionally learning activation amax; evaluates on `data.eval_file` several
+times per epoch, the start included, and keeps the evaluation with the best agreement with fp32
+(qat_eval.py), or the best task metric (`qat.select: metric`).
 
 Training state is written to `<qat output>.state/` (a sibling of the output, which is replaced
 whole each time the best checkpoint is saved) every `qat.save_every_steps` steps and at each
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from qtoolkit.errors import Interrupted, QtoolError
-from qtoolkit.recipe import ModelConfig, Recipe
+from qtoolkit.pipeline.qat_eval import eval_line
+from qtoolkit.recipe import Recipe
 
 __all__ = ["QatOutcome", "run_qat", "qat_state_dir"]
 
@@ -28,42 +31,53 @@ __all__ = ["QatOutcome", "run_qat", "qat_state_dir"]
 class QatOutcome:
     output_dir: Path
     primary_metric: str
-    start_metrics: dict[str, float]  # the calibrated (PTQ) model on data.eval_file
+    start_metrics: dict[str, float]  # the start (PTQ) model on data.eval_file
     best_metric: float
     best_epoch: int
     steps: int
     seconds: float
     history: list[dict[str, Any]]
-    calibrated_dir: Path
+    calibrated_dir: Path  # the checkpoint QAT started from
     calibrated_now: bool  # no calibrated checkpoint existed; run_qat made one first
     resumed_step: int  # 0: a fresh start
     learned_amax: int  # quantizers whose amax was trained
     distilled: bool
+    best_step: int = -1  # 0: no step beat the start, which is what was saved
+    select: str = "metric"
     notices: list[str] = field(default_factory=list)
 
+    @property
+    def best(self) -> dict[str, Any]:
+        """The evaluation record of the saved checkpoint."""
+        return next((r for r in self.history if r["step"] == self.best_step), {})
+
     def summary(self) -> str:
-        """What `qtool qat` prints: the PTQ start, one line per epoch, the best one and its gain."""
+        """What `qtool qat` prints: one line per evaluation (the start first), then the kept
+        step against the start."""
         metric = self.primary_metric
         lines = [f"resumed at step {self.resumed_step}"] if self.resumed_step else []
-        start = self.start_metrics.get(metric)
-        if start is not None:
-            lines.append(f"calibrated (PTQ): {metric} {start:.4f}")
-        lines += [
-            f"epoch {rec['epoch']}: loss {rec['loss']:.4f}, {metric} {rec[metric]:.4f} "
-            f"({rec['seconds']:.0f}s)"
-            for rec in self.history
-        ]
-        gain = (
-            ""
-            if start is None
-            else f" (PTQ {start:.4f}, {100 * (self.best_metric - start):+.2f} points)"
-        )
+        best, start = self.best, self.start_metrics
+        if start and not any(r["step"] == 0 for r in self.history):
+            lines.append(f"start (PTQ): {metric} {start[metric]:.4f}")
+        lines += [eval_line(rec, metric) for rec in self.history]
+        chosen = "agreement with fp32" if self.select == "agreement" else metric
+        if self.best_step == 0:
+            kept = "no step beat the start: kept the start checkpoint"
+        else:
+            kept = f"best {chosen} at step {self.best_step} (epoch {self.best_epoch})"
+        figures = []
+        if "agreement" in best and "agreement" in start:
+            figures.append(
+                f"agreement {100 * best['agreement']:.2f}% (start {100 * start['agreement']:.2f}%)"
+            )
+        if metric in best and metric in start:
+            figures.append(f"{metric} {best[metric]:.4f} (start {start[metric]:.4f})")
         extras = (", distilled" if self.distilled else "") + (
             f", {self.learned_amax} amax learned" if self.learned_amax else ""
         )
         lines.append(
-            f"best {metric} {self.best_metric:.4f} at epoch {self.best_epoch}{gain}, "
-            f"{self.steps} steps in {self.seconds:.0f}s{extras}; wrote {self.output_dir}"
+            f"{kept}: {', '.join(figures)}; {self.steps} steps in {self.seconds:.0f}s{extras}; "
+            f"wrote {self.output_dir}"
         )
         return "\n".join(lines)
 
@@ -71,51 +85,6 @@ class QatOutcome:
 def qat_state_dir(out_dir: Path) -> Path:
     """Where a QAT run's resumable state lives: `<out_dir>.state`, next to the output."""
     return out_dir.with_name(f"{out_dir.name}.state")
-
-
-def _start_checkpoint(recipe: Recipe, source: ModelConfig, device: str, notices: list[str]):
-    """The calibrated checkpoint, calibrating `source` first when there is none."""
-    from qtoolkit.artifacts import Kind, kind_of
-    from qtoolkit.pipeline.calibrate import run_calibrate
-    from qtoolkit.quant import load_quantized
-
-    calibrated = recipe.stage_dir("calibrated")
-    calibrated_now = False
-    if kind_of(calibrated) is not Kind.QUANTIZED:
-        if recipe.data.calib_file is None:
-            raise QtoolError(
-                f"no calibrated checkpoint in {calibrated} and no data.calib_file to calibrate "
-                "with (run qtool calibrate or qtool ptq-sweep first)"
-            )
-        result = run_calibrate(recipe.model_copy(update={"model": source}))
-        notices.extend(result.notices)
-        notices.append(f"calibrated {source.path} first ({recipe.calib.method}): {calibrated}")
-        calibrated_now = True
-    ckpt = load_quantized(calibrated, device=device)
-    if ckpt.manifest["task"] != recipe.model.task:
-        raise QtoolError(
-            f"{calibrated} is a {ckpt.manifest['task']} model but the recipe's task is "
-            f"{recipe.model.task}"
-        )
-    made_from = ckpt.manifest.get("source_model")
-    if made_from and source.path and Path(made_from) != Path(source.path):
-        notices.append(f"{calibrated} was calibrated from {made_from}, not from {source.path}")
-    return calibrated, calibrated_now, ckpt
-
-
-def _load_teacher(source: ModelConfig, recipe: Recipe, device: str):
-    """The fp32 model quantization starts from, frozen, as the distillation teacher."""
-    from qtoolkit.models import load_model
-
-    loaded = load_model(source, seed=recipe.seed)
-    if loaded.newly_initialized:
-        raise QtoolError(
-            f"distillation needs a fine-tuned fp32 teacher, but {source.path} has no trained "
-            f"{source.task} head: run qtool finetune first"
-        )
-    teacher = loaded.model.to(device).eval()
-    teacher.requires_grad_(False)
-    return teacher
 
 
 def _teacher_dtype(precision: str, device: str):
@@ -150,17 +119,25 @@ def _unfinished(state_dir: Path, calibrated: Path) -> str:
 
 
 def run_qat(recipe: Recipe) -> QatOutcome:
-    """Quantization-aware training per `recipe.qat`, from the recipe's calibrated checkpoint
-    (made first if missing); the best epoch on `data.eval_file` is saved to stage_dir("qat").
+    """Quantization-aware training per `recipe.qat`, from `qat.start_from` or the recipe's
+    calibrated checkpoint (made first if missing); the best evaluation on `data.eval_file` (by
+    agreement with fp32, or by the task metric: `qat.select`) is saved to stage_dir("qat").
     Resumes from `<qat output>.state/` when it holds a state of the same run (unless
     `qat.resume` is false); a state of a run with other settings is refused."""
     from qtoolkit import dist
     from qtoolkit.artifacts import INCOMPLETE, Kind, check_output_dir, kind_of, mark_complete
     from qtoolkit.models.loading import check_max_length
-    from qtoolkit.pipeline.common import quant_source, resolve_device, split_evaluator, stage_task
+    from qtoolkit.pipeline.common import resolve_device, split_evaluator, stage_task
+    from qtoolkit.pipeline.qat_start import (
+        check_hidden_mse,
+        load_teacher,
+        resolve_start,
+        start_checkpoint,
+        teacher_source,
+        train_data,
+    )
     from qtoolkit.quant import save_quantized
     from qtoolkit.recipe import QuantConfig
-    from qtoolkit.tasks.evaluation import label_map_for
     from qtoolkit.train.distill import DistillSettings, make_qat_loss
     from qtoolkit.train.learned_amax import amax_param_groups, learnable_amax, plain_amax
     from qtoolkit.train.loop import TrainSettings, train
@@ -171,11 +148,17 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         raise QtoolError("QAT needs data.train_file and data.eval_file")
     device = resolve_device(cfg.device)
     dist.init(device)  # under torchrun: data-parallel; rank 0 evaluates and writes
-    source, notices = quant_source(recipe)
+    start_manifest = None
+    if cfg.start_from is not None:
+        from qtoolkit.artifacts import read_manifest
+
+        start_manifest = read_manifest(resolve_start(cfg.start_from), Kind.QUANTIZED)
+    source = teacher_source(recipe, start_manifest)
+    notices: list[str] = []
     out_dir = recipe.stage_dir("qat")
     # Before any work: the output must be replaceable and hold none of the inputs.
     inputs = (
-        recipe.stage_dir("calibrated"),
+        cfg.start_from or recipe.stage_dir("calibrated"),
         source.path,
         source.tokenizer,
         data_cfg.train_file,
@@ -184,27 +167,45 @@ def run_qat(recipe: Recipe) -> QatOutcome:
     )
     check_output_dir(out_dir, Kind.QUANTIZED, inputs)
     # The teacher first: a missing one fails before a possibly long calibration.
-    teacher = _load_teacher(source, recipe, device) if cfg.distill else None
-    calibrated, calibrated_now, ckpt = _start_checkpoint(recipe, source, device, notices)
+    needs_teacher = cfg.distill or cfg.select == "agreement"
+    teacher = load_teacher(source, recipe, device) if needs_teacher else None
+    calibrated, calibrated_now, ckpt = start_checkpoint(recipe, source, device, notices)
     model = ckpt.model
     quant_cfg = QuantConfig.model_validate(ckpt.manifest["quant"])
+    if cfg.distill:
+        check_hidden_mse(ckpt.manifest["quant"], cfg.hidden_mse_weight)
     task = stage_task(recipe)
     check_max_length(data_cfg.max_length, model.config)
-    train_ex = task.read(data_cfg.train_file, data_cfg, cfg.train_limit)
-    label2id = label_map_for(task, train_ex, model.config, data_cfg.train_file)
-    train_data = task.encode(ckpt.tokenizer, train_ex, data_cfg.max_length, label2id)
-    evaluator = split_evaluator(
-        recipe, task, ckpt.tokenizer, data_cfg.eval_file, label2id=label2id, device=device
+    labelled = not cfg.distill or cfg.label_weight > 0
+    train_set, num_train, label2id = train_data(
+        recipe, task, ckpt.tokenizer, model.config, labelled
     )
-    distill = DistillSettings(cfg.temperature, cfg.distill_weight, cfg.hidden_mse_weight)
+    evaluator = split_evaluator(
+        recipe,
+        task,
+        ckpt.tokenizer,
+        data_cfg.eval_file,
+        model.config,
+        label2id=label2id,
+        device=device,
+    )
+    evaluate = evaluator.metrics
+    rank = None
+    if cfg.select == "agreement":
+        from qtoolkit.pipeline.qat_eval import FidelityEvaluator, rank_by
+
+        # Only rank 0 evaluates; the fp32 reference on the eval split is computed once.
+        evaluate = FidelityEvaluator.against(evaluator, teacher) if dist.is_main() else None
+        rank = rank_by(cfg.select, task.primary_metric)
+    distill = DistillSettings(cfg.temperature, cfg.label_weight, cfg.hidden_mse_weight)
+    if not cfg.distill:
+        teacher = None  # it only gave the reference predictions
     loss_fn = make_qat_loss(teacher, distill, _teacher_dtype(cfg.teacher_precision, device))
 
     state_dir = qat_state_dir(out_dir)
     if not cfg.resume and dist.is_main():
         clear_train_state(state_dir)
 
-    evaluate = evaluator.metrics
-    start_metrics = dist.main_only(evaluate, model)
     run_info = {
         "stage": "qat",
         "source_model": ckpt.manifest.get("source_model"),
@@ -212,12 +213,13 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         "calib": ckpt.manifest.get("calib"),
         "qat": cfg.model_dump(mode="json", exclude={"output_dir"}),
         "teacher": source.path if cfg.distill else None,
+        "reference": source.path if cfg.select == "agreement" else None,
         "train_file": str(data_cfg.train_file),
-        "num_train": len(train_ex),
+        "num_train": num_train,
+        "labels_used": labelled,
         "eval_file": str(data_cfg.eval_file),
         "max_length": data_cfg.max_length,
         "device": device,
-        "start_metrics": start_metrics,
     }
     # What a resumed run must share with the saved one (the loop adds lr, batch size, steps).
     fingerprint = {
@@ -227,10 +229,21 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         ),
         "calibrated": str(calibrated),
         "calibrated_created": ckpt.manifest.get("created"),
-        **{k: run_info[k] for k in ("teacher", "train_file", "max_length")},
+        **{k: run_info[k] for k in ("teacher", "reference", "train_file", "max_length")},
     }
     settings = TrainSettings.from_config(cfg, cfg.seed, device)
     model.to(device)
+    # Selecting on agreement, the start competes (step 0): QAT never hands back a model less
+    # faithful on the eval file than the one it started from. Selecting on the task metric, the
+    # start is evaluated for the summary only.
+    start_competes = cfg.select == "agreement"
+    start_metrics = {} if start_competes else dist.main_only(evaluate, model)
+
+    def evaluate_and_log(m) -> dict[str, float]:
+        metrics = evaluate(m)
+        _log_eval(metrics, task.primary_metric)
+        return metrics
+
     with learnable_amax(model, enabled=cfg.learn_amax) as learned:
 
         def save_best(m, record: dict[str, Any]) -> None:
@@ -250,29 +263,43 @@ def run_qat(recipe: Recipe) -> QatOutcome:
                     },
                 )
 
+        groups = amax_param_groups(learned, cfg.amax_learning_rate)
+        if cfg.freeze_amax_after is not None:
+            total = _total_steps(settings, len(train_set))
+            for group in groups:
+                group["frozen_after"] = int(cfg.freeze_amax_after * total)
         try:
             outcome = train(
                 model,
-                train_data,
+                train_set,
                 settings,
-                evaluate,
+                evaluate_and_log,
                 task.primary_metric,
                 save_best,
                 loss_fn,
-                param_groups=amax_param_groups(learned, cfg.amax_learning_rate),
+                param_groups=groups,
                 checkpointing=Checkpointing(state_dir, cfg.save_every_steps, fingerprint),
+                rank=rank,
+                evaluate_start=start_competes,
             )
         except KeyboardInterrupt:
             raise Interrupted(_resume_hint(state_dir, cfg.save_every_steps)) from None
-        except QtoolError as exc:  # a diverged loss: the best finished epoch stays usable
+        except QtoolError as exc:  # a diverged loss: the best evaluation so far stays usable
             if dist.is_main() and kind_of(out_dir) is Kind.QUANTIZED:
                 mark_complete(out_dir, stopped=str(exc))
             raise
+    if start_competes and outcome.history:
+        start_metrics = _metrics_of(outcome.history[0])
     if dist.is_main():  # rank 0 wrote the checkpoint and the state
-        if outcome.best_epoch < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
+        if outcome.best_step < 0 or kind_of(out_dir) is not Kind.QUANTIZED:
             raise QtoolError(f"QAT saved no checkpoint: {task.primary_metric} was never a number")
-        mark_complete(out_dir, history=outcome.history)
+        mark_complete(out_dir, history=outcome.history, start_metrics=start_metrics)
         clear_train_state(state_dir)
+    if outcome.best_step == 0:
+        notices.append(
+            "no QAT step did better on the eval file than the start: the output is the start "
+            f"checkpoint ({calibrated}) as it was"
+        )
     return QatOutcome(
         output_dir=out_dir,
         primary_metric=task.primary_metric,
@@ -286,6 +313,39 @@ def run_qat(recipe: Recipe) -> QatOutcome:
         calibrated_now=calibrated_now,
         resumed_step=outcome.resumed_step,
         learned_amax=len(learned),
-        distilled=teacher is not None,
+        distilled=cfg.distill,
+        best_step=outcome.best_step,
+        select=cfg.select,
         notices=notices,
     )
+
+
+_RECORD_KEYS = ("epoch", "step", "loss", "seconds")
+
+
+def _metrics_of(record: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in record.items() if k not in _RECORD_KEYS}
+
+
+def _log_eval(metrics: dict[str, float], primary_metric: str) -> None:
+    """One line per evaluation while training runs (agreement with its interval)."""
+    from qtoolkit.ui import labelled
+
+    parts = []
+    if "agreement" in metrics:
+        parts.append(
+            f"agreement with fp32 {100 * metrics['agreement']:.2f}% "
+            f"[{100 * metrics['agreement_low']:.2f}, {100 * metrics['agreement_high']:.2f}], "
+            f"kl {metrics['kl']:.4g}"
+        )
+    parts.append(f"{primary_metric} {metrics[primary_metric]:.4f}")
+    labelled("eval", "cyan", ", ".join(parts))
+
+
+def _total_steps(settings, num_examples: int) -> int:
+    """The number of steps `train` takes (the same arithmetic)."""
+    import math
+
+    per_epoch = -(-num_examples // settings.batch_size)
+    total = math.ceil(settings.epochs * per_epoch)
+    return total if settings.max_steps is None else min(total, settings.max_steps)

@@ -1,6 +1,9 @@
 """Knowledge distillation from the fp32 model into the fake-quantized student.
 
-    loss = (1 - w) * task loss + w * KD + hidden_mse_weight * MSE
+    loss = label_weight * task loss + (1 - label_weight) * KD + hidden_mse_weight * MSE
+
+At label_weight 0 the student runs without its labels (no task loss is computed at all), so a
+training file without labels works: the teacher gives every target.
 
 KD is Hinton et al.'s softened-logit loss, KL(p_teacher || p_student) with both distributions at
 temperature T, times T^2 so its gradients keep their size as T changes; for extractive QA it is
@@ -37,9 +40,13 @@ LOGIT_NAMES = ("logits", "start_logits", "end_logits")
 
 @dataclass(frozen=True)
 class DistillSettings:
-    temperature: float = 2.0
-    weight: float = 0.5  # w: share of the KD term against the task loss
+    temperature: float = 1.0
+    label_weight: float = 0.0  # share of the task loss; the KD term gets 1 - label_weight
     hidden_mse_weight: float = 0.0
+
+    @property
+    def uses_labels(self) -> bool:
+        return self.label_weight > 0
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -90,23 +97,28 @@ def hidden_mse_loss(
 
 
 def distillation_loss(
-    task_loss: torch.Tensor,
+    task_loss: torch.Tensor | None,
     student_out,
     teacher_out,
     settings: DistillSettings,
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1 - w) * task_loss + w * KD + hidden_mse_weight * MSE (MSE only when its weight > 0)."""
-    loss = (1.0 - settings.weight) * task_loss
-    if settings.weight > 0:
-        loss = loss + settings.weight * logits_kd_loss(
-            student_out, teacher_out, settings.temperature
-        )
+    """label_weight * task_loss + (1 - label_weight) * KD + hidden_mse_weight * MSE; each term
+    only when its weight is above 0 (`task_loss` may be None when label_weight is 0)."""
+    terms = []
+    if settings.uses_labels:
+        if task_loss is None:
+            raise QtoolError("label_weight > 0 needs the task loss (a labelled batch)")
+        terms.append(settings.label_weight * task_loss)
+    if settings.label_weight < 1:
+        kd = logits_kd_loss(student_out, teacher_out, settings.temperature)
+        terms.append((1.0 - settings.label_weight) * kd)
     if settings.hidden_mse_weight > 0:
-        loss = loss + settings.hidden_mse_weight * hidden_mse_loss(
-            student_out.hidden_states, teacher_out.hidden_states, attention_mask
+        terms.append(
+            settings.hidden_mse_weight
+            * hidden_mse_loss(student_out.hidden_states, teacher_out.hidden_states, attention_mask)
         )
-    return loss
+    return torch.stack(terms).sum()
 
 
 def make_qat_loss(
@@ -116,10 +128,12 @@ def make_qat_loss(
 ):
     """The loss `train` calls: the task loss alone without a teacher, else `distillation_loss`
     with the teacher run without gradients (under autocast to `teacher_dtype` when given).
-    The student is never autocast: its fake quantization rounds in fp32."""
+    The student is never autocast: its fake quantization rounds in fp32. With label_weight 0
+    the student gets no labels, and a batch may have none."""
     if teacher is None or settings is None:
         return lambda model, batch: model(**batch).loss
     hidden = settings.hidden_mse_weight > 0
+    labels = settings.uses_labels
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS}
@@ -131,9 +145,10 @@ def make_qat_loss(
         )
         with torch.no_grad(), autocast:
             teacher_out = teacher(**inputs, output_hidden_states=hidden)
-        student_out = model(**batch, output_hidden_states=hidden)
+        student_out = model(**(batch if labels else inputs), output_hidden_states=hidden)
+        task_loss = student_out.loss if labels else None
         return distillation_loss(
-            student_out.loss, student_out, teacher_out, settings, inputs.get("attention_mask")
+            task_loss, student_out, teacher_out, settings, inputs.get("attention_mask")
         )
 
     return loss_fn

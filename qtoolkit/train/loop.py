@@ -1,5 +1,8 @@
-"""One training loop for fine-tuning and QAT: AdamW, linear warm-up and decay, evaluation at
-each epoch end, the best checkpoint kept, progress with the running loss and the last metric.
+"""One training loop for fine-tuning and QAT: AdamW, linear warm-up and decay, evaluation
+`evals_per_epoch` times per epoch (the last at the epoch's end), the best checkpoint kept,
+progress with the running loss and the last metric. With `evaluate_start`, the model as given
+is evaluated first (step 0) and competes with every later evaluation: a run that never improves
+on its start keeps the start.
 
 With `checkpointing`, the loop writes a resumable state every N steps and at each epoch end and,
 when one exists, continues from it: same batches in the same order, same optimizer and scheduler
@@ -52,11 +55,15 @@ class TrainSettings:
     max_steps: int | None = None
     seed: int = 42
     device: str = "cpu"
+    evals_per_epoch: int = 1
+    dropout: bool = True  # False: the model trains in eval mode (dropout off)
 
     @classmethod
     def from_config(cls, cfg, seed: int, device: str) -> TrainSettings:
         """From a recipe section with the common fields (FinetuneConfig, QatConfig)."""
         return cls(
+            evals_per_epoch=getattr(cfg, "evals_per_epoch", 1),
+            dropout=getattr(cfg, "dropout", True),
             epochs=cfg.epochs,
             learning_rate=cfg.learning_rate,
             batch_size=cfg.batch_size,
@@ -71,7 +78,9 @@ class TrainSettings:
 @dataclass
 class TrainOutcome:
     best_metric: float = -math.inf
-    best_epoch: int = -1
+    best_epoch: int = -1  # 0: the start (evaluate_start) was never beaten
+    best_step: int = -1
+    best_key: tuple[float, ...] | None = None  # what `rank` gave the best evaluation
     steps: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -79,6 +88,7 @@ class TrainOutcome:
 
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+RankFn = Callable[[dict[str, float]], tuple[float, ...]]
 
 _NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight")
 
@@ -104,6 +114,32 @@ def _optimizer(
     return torch.optim.AdamW(groups, lr=settings.learning_rate)
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int):
+    """Linear warm-up to each group's lr and linear decay to 0 (transformers'
+    get_linear_schedule_with_warmup); a group with `frozen_after` (a step) has lr 0 from there
+    on, so AdamW leaves its parameters exactly as they are."""
+
+    def linear(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    def group_lambda(frozen_after: int | None):
+        if frozen_after is None:
+            return linear
+        return lambda step: linear(step) if step < frozen_after else 0.0
+
+    lambdas = [group_lambda(g.get("frozen_after")) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def eval_positions(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """Positions in an epoch (1-based batch counts) after which the loop evaluates: evenly
+    spread, the last one the epoch's end."""
+    n = max(1, min(evals_per_epoch, steps_per_epoch))
+    return {math.ceil(k * steps_per_epoch / n) for k in range(1, n + 1)}
+
+
 def _check_loss(
     loss: torch.Tensor, step: int, epoch: int, outcome: TrainOutcome, ckpt: Checkpointing | None
 ) -> None:
@@ -112,8 +148,8 @@ def _check_loss(
         return
     kind = "nan" if bool(torch.isnan(loss.detach()).any()) else "inf"
     kept = (
-        f"the best checkpoint so far (epoch {outcome.best_epoch}) is kept"
-        if outcome.best_epoch > 0
+        f"the best checkpoint so far (step {outcome.best_step}) is kept"
+        if outcome.best_step >= 0
         else "no checkpoint was saved"
     )
     if ckpt is not None and (ckpt.state_dir / STATE_FILE).is_file():
@@ -135,31 +171,36 @@ def train(
     *,
     param_groups: list[dict[str, Any]] | None = None,
     checkpointing: Checkpointing | None = None,
+    rank: RankFn | None = None,
+    evaluate_start: bool = False,
 ) -> TrainOutcome:
-    """Train `model` on `data`; `evaluate(model)` runs after each epoch (the last one may be
-    partial), and `save_best(model, record)` is called whenever `primary_metric` improves.
-    In a distributed run both run on rank 0 only.
+    """Train `model` on `data`; `evaluate(model)` runs `settings.evals_per_epoch` times per
+    epoch (the last one at the epoch's end, which may be partial), and `save_best(model, record)`
+    is called whenever an evaluation ranks above every earlier one. In a distributed run both run
+    on rank 0 only.
 
-    `param_groups`: optimizer groups with their own settings (e.g. learned amax, no decay).
-    `checkpointing`: write a resumable state and resume from one found in its folder.
+    `rank(metrics)`: the tuple evaluations are compared by, higher first (default:
+    `(metrics[primary_metric],)`). `evaluate_start`: evaluate (and save) the model before the
+    first step, as step 0. `param_groups`: optimizer groups with their own settings (e.g. learned
+    amax, no decay; `frozen_after`: lr 0 from that step on). `checkpointing`: write a resumable
+    state and resume from one found in its folder.
     """
-    from transformers import get_linear_schedule_with_warmup
-
     from qtoolkit.ui import notice, progress_bar
+
+    rank_of = rank or (lambda metrics: (float(metrics[primary_metric]),))
 
     if len(data) == 0:
         raise QtoolError("no training examples")
     dist.init(settings.device)
-    rank, world = dist.rank(), dist.world_size()
-    torch.manual_seed(settings.seed + rank)  # rank 0 draws what a single process would
+    this_rank, world = dist.rank(), dist.world_size()
+    torch.manual_seed(settings.seed + this_rank)  # rank 0 draws what a single process would
     steps_per_epoch = data.num_batches(settings.batch_size)
     total = math.ceil(settings.epochs * steps_per_epoch)
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
     optimizer = _optimizer(model, settings, param_groups or [])
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(settings.warmup_ratio * total), total
-    )
+    scheduler = _scheduler(optimizer, int(settings.warmup_ratio * total), total)
+    evaluate_at = eval_positions(steps_per_epoch, settings.evals_per_epoch)
     net = dist.wrap_model(model, settings.device)  # what the loss runs; `model` is saved
     fingerprint: dict[str, Any] = {}
     if checkpointing is not None:
@@ -182,9 +223,12 @@ def train(
         step, epoch, position = saved["step"], saved["epoch"], saved["position"]
         running, elapsed = saved["running_loss"], saved["seconds"]
         outcome.best_metric, outcome.best_epoch = saved["best_metric"], saved["best_epoch"]
+        outcome.best_step = saved.get("best_step", -1)
+        key = saved.get("best_key")
+        outcome.best_key = None if key is None else tuple(key)
         outcome.history = list(saved["history"])
         outcome.resumed_step = step
-        if not _restore_rank_rng(saved, rank, world, settings.seed + step):
+        if not _restore_rank_rng(saved, this_rank, world, settings.seed + step):
             notice(
                 f"resuming a {saved.get('world_size', 1)}-process state on {world}: the same "
                 "batches in the same order; dropout draws differ from an uninterrupted run"
@@ -212,6 +256,8 @@ def train(
                 "seconds": elapsed + time.perf_counter() - start,
                 "best_metric": outcome.best_metric,
                 "best_epoch": outcome.best_epoch,
+                "best_step": outcome.best_step,
+                "best_key": None if outcome.best_key is None else list(outcome.best_key),
                 "history": outcome.history,
             },
         )
@@ -222,13 +268,38 @@ def train(
             text += f" {primary_metric} {outcome.history[-1][primary_metric]:.4f}"
         return text
 
+    def evaluate_and_keep(epoch_number: int) -> None:
+        """Evaluate now; record it; save the model when it ranks above every earlier one."""
+        model.eval()
+        metrics = dist.main_only(evaluate, model)
+        record = {
+            "epoch": epoch_number,
+            "step": step,
+            "loss": running if step > 0 else None,  # None: the start, no step taken yet
+            "seconds": elapsed + time.perf_counter() - start,
+            **metrics,
+        }
+        outcome.history.append(record)
+        key = tuple(float(v) for v in rank_of(metrics))
+        if all(math.isfinite(v) for v in key) and (
+            outcome.best_key is None or key > outcome.best_key
+        ):
+            outcome.best_key = key
+            outcome.best_metric = float(metrics[primary_metric])
+            outcome.best_epoch, outcome.best_step = epoch_number, step
+            if dist.is_main():
+                save_best(model, record)
+
+    if evaluate_start and saved is None:
+        evaluate_and_keep(0)
+
     every = checkpointing.every_steps if checkpointing else None
     description = f"training (resumed at step {step})" if step else "training"
     with progress_bar(description, total - step) as advance, dist.peer_errors():
         # An epoch whose last step is done but whose evaluation is not (position > 0) still
         # needs its evaluation, even with every step taken.
         while step < total or position > 0:
-            model.train()
+            model.train(settings.dropout)
             batches = data.batches(
                 settings.batch_size, with_labels=True, shuffle_seed=settings.seed + epoch
             )
@@ -253,22 +324,12 @@ def train(
                 running = value if position == 1 else 0.9 * running + 0.1 * value
                 advance(status())
                 epoch_ends = step >= total or position >= steps_per_epoch
+                if position in evaluate_at and not epoch_ends:
+                    evaluate_and_keep(epoch + 1)
+                    model.train(settings.dropout)
                 if every and step % every == 0 and not epoch_ends:
                     save_state()
-            model.eval()
-            metrics = dist.main_only(evaluate, model)
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "loss": running,
-                "seconds": elapsed + time.perf_counter() - start,
-                **metrics,
-            }
-            outcome.history.append(record)
-            if metrics[primary_metric] > outcome.best_metric:
-                outcome.best_metric, outcome.best_epoch = metrics[primary_metric], epoch + 1
-                if dist.is_main():
-                    save_best(model, record)
+            evaluate_and_keep(epoch + 1)
             epoch += 1
             position = 0
             if checkpointing is not None:

@@ -120,17 +120,20 @@ def test_qat_recovers_weak_ptq(tmp_path, toy, toy_finetuned):
     from qtoolkit.quant import load_quantized
 
     # 3-bit, max calibration: PTQ of the converged fp32 model loses a lot on held-out data.
+    # Plain QAT on the labels, chosen by the task metric (today's recipes with distill off).
     recipe = _recipe(
         tmp_path,
         toy_finetuned,
         toy,
         finetune={"output_dir": str(toy_finetuned)},
         quant={"num_bits": 3},
-        qat={"epochs": 2, "batch_size": 32, "learning_rate": 3e-4},
+        qat={"epochs": 2, "batch_size": 32, "learning_rate": 3e-4}
+        | {"distill": False, "select": "metric", "evals_per_epoch": 1, "dropout": True},
     )
     outcome = run_qat(recipe)
     assert outcome.calibrated_now and outcome.steps == 48 and outcome.resumed_step == 0
-    assert [r["epoch"] for r in outcome.history] == [1, 2]
+    assert [(r["epoch"], r["step"]) for r in outcome.history] == [(1, 24), (2, 48)]
+    assert "agreement" not in outcome.history[0] and "accuracy" in outcome.start_metrics
 
     fp32 = load_model(recipe.model.model_copy(update={"path": str(toy_finetuned)}))
     fp32_loss, _ = _test_loss(fp32.model, fp32.tokenizer, toy)
@@ -157,9 +160,11 @@ def test_learned_amax_moves_and_the_checkpoint_reloads(tmp_path, toy, toy_finetu
         toy,
         finetune={"output_dir": str(toy_finetuned)},
         quant={"num_bits": 3},
-        qat={"epochs": 1, "batch_size": 32, "learn_amax": True, "amax_learning_rate": 1e-2},
+        qat={"epochs": 1, "batch_size": 32, "learn_amax": True, "amax_learning_rate": 1e-2}
+        | {"learning_rate": 3e-4},
     )
     outcome = run_qat(recipe)
+    assert outcome.best_step > 0  # a trained step, not the start, was kept
     before = {r["name"]: r for r in json.loads((tmp_path / "calibrated/amax.json").read_text())}
     after = {r["name"]: r for r in json.loads((tmp_path / "qat/amax.json").read_text())}
     assert before.keys() == after.keys()
@@ -280,7 +285,7 @@ def test_distillation_loss_matches_hand_computation():
 
     student = SimpleNamespace(logits=torch.tensor(s), hidden_states=h_s)
     teacher = SimpleNamespace(logits=torch.tensor(t), hidden_states=h_t)
-    settings = DistillSettings(temperature=2.0, weight=0.25, hidden_mse_weight=0.5)
+    settings = DistillSettings(temperature=2.0, label_weight=0.75, hidden_mse_weight=0.5)
     total = distillation_loss(torch.tensor(0.7), student, teacher, settings, mask)
     assert total.item() == pytest.approx(0.75 * 0.7 + 0.25 * kd + 0.5 * mse, rel=1e-5)
 
@@ -383,14 +388,23 @@ def test_interrupted_qat_resumes_to_the_same_weights(tmp_path, monkeypatch, toy,
             toy,
             finetune={"output_dir": str(dropout_finetuned)},
             calib={"output_dir": str(tmp_path / "calibrated")},  # one PTQ start for every run
-            # 10 steps in one epoch; distillation, hidden MSE and learned amax all carry state.
+            quant={"num_bits": 4},  # a PTQ start that training beats
+            # 10 steps in one epoch, evaluated after steps 4, 7 and 10 (and the start), the best
+            # kept by agreement with fp32; distillation without labels, hidden MSE, dropout and
+            # learned amax (frozen after step 5) all carry state.
             qat={"epochs": 1, "batch_size": 4, "train_limit": 40, "learning_rate": 1e-3}
-            | {"distill": True, "hidden_mse_weight": 0.1, "learn_amax": True}
-            | {"save_every_steps": 3, **qat},
+            | {"distill": True, "label_weight": 0.0, "hidden_mse_weight": 0.1, "dropout": True}
+            | {"learn_amax": True, "freeze_amax_after": 0.5, "evals_per_epoch": 3}
+            | {"select": "agreement", "save_every_steps": 3, **qat},
         )
 
     reference = run_qat(recipe("reference"))
-    assert reference.steps == 10 and reference.best_epoch == 1
+    assert reference.steps == 10 and reference.best_step > 0
+    assert [r["step"] for r in reference.history] == [0, 4, 7, 10]
+    assert all(
+        0 <= r["agreement_low"] <= r["agreement"] <= r["agreement_high"] <= 1
+        for r in reference.history
+    )
 
     _crash_at_step(monkeypatch, 8)
     with pytest.raises(_Crash):
@@ -461,3 +475,163 @@ def test_train_loop_resumes_across_epochs(tmp_path, monkeypatch, toy):
     assert _without_seconds(outcome.history) == _without_seconds(reference.history)
     for (name, a), (_, b) in zip(want.state_dict().items(), got.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def _kl_to(teacher, student, tokenizer, toy: Path, split: str = "test") -> float:
+    """Mean KL(p_fp32 || p_int8) over a split's sentences."""
+    rows = [json.loads(line) for line in (toy / f"{split}.jsonl").read_text().splitlines()]
+    batch = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        t = torch.log_softmax(teacher.eval()(**batch).logits, -1)
+        s = torch.log_softmax(student.eval()(**batch).logits, -1)
+    return float((t.exp() * (t - s)).sum(-1).mean())
+
+
+def test_distillation_only_qat_lowers_the_kl_to_the_teacher(tmp_path, toy, toy_finetuned):
+    from qtoolkit.models import load_model
+    from qtoolkit.pipeline.qat import run_qat
+    from qtoolkit.quant import load_quantized
+
+    recipe = _recipe(
+        tmp_path,
+        toy_finetuned,
+        toy,
+        finetune={"output_dir": str(toy_finetuned)},
+        quant={"num_bits": 4},
+        qat={"epochs": 2, "batch_size": 32, "learning_rate": 3e-4, "label_weight": 0.0}
+        | {"evals_per_epoch": 2, "save_every_steps": None},
+    )
+    outcome = run_qat(recipe)
+    assert outcome.distilled and outcome.select == "agreement" and outcome.best_step > 0
+    fp32 = load_model(recipe.model.model_copy(update={"path": str(toy_finetuned)}))
+    ptq = load_quantized(outcome.calibrated_dir).model
+    qat = load_quantized(outcome.output_dir).model
+    # On held-out sentences (test), not the dev split the step was chosen on.
+    ptq_kl = _kl_to(fp32.model, ptq, fp32.tokenizer, toy)
+    qat_kl = _kl_to(fp32.model, qat, fp32.tokenizer, toy)
+    assert ptq_kl > 1e-3 and qat_kl < 0.5 * ptq_kl, (ptq_kl, qat_kl)
+    # The logged dev KL went down too, and the kept step has the best dev agreement.
+    assert outcome.best["kl"] < outcome.start_metrics["kl"]
+    assert outcome.best["agreement"] == max(r["agreement"] for r in outcome.history)
+
+
+def test_label_weight_0_ignores_labels(tmp_path, toy, toy_finetuned):
+    from safetensors.torch import load_file
+
+    from qtoolkit.pipeline.calibrate import run_calibrate
+    from qtoolkit.pipeline.qat import run_qat
+
+    rows = [json.loads(line) for line in (toy / "train.jsonl").read_text().splitlines()][:96]
+    files = {
+        "labels": rows,
+        "flipped": [{**r, "label": 1 - r["label"]} for r in rows],
+        "none": [{"text": r["text"]} for r in rows],  # plain text: no label field at all
+    }
+    for name, content in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in content))
+
+    def recipe(name: str, **qat) -> Recipe:
+        return _recipe(
+            tmp_path / name,
+            toy_finetuned,
+            toy,
+            finetune={"output_dir": str(toy_finetuned)},
+            data={"train_file": str(tmp_path / f"{name}.jsonl")},
+            calib={"output_dir": str(tmp_path / "calibrated")},
+            quant={"num_bits": 4},
+            qat={"max_steps": 4, "batch_size": 16, "learning_rate": 1e-3, "dropout": True}
+            | {"label_weight": 0.0, "evals_per_epoch": 2, "save_every_steps": None}
+            # Selected by the metric: the start never competes, so a trained model is saved.
+            | {"select": "metric", **qat},
+        )
+
+    run_calibrate(recipe("labels"))
+    outcomes = {name: run_qat(recipe(name)) for name in files}
+    assert all(o.best_step > 0 for o in outcomes.values())
+    want = load_file(outcomes["labels"].output_dir / "model.safetensors")
+    for name in ("flipped", "none"):
+        got = load_file(outcomes[name].output_dir / "model.safetensors")
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+        assert _without_seconds(outcomes[name].history) == _without_seconds(
+            outcomes["labels"].history
+        )
+    manifest = json.loads((outcomes["none"].output_dir / "qtoolkit.json").read_text())
+    assert manifest["labels_used"] is False and manifest["num_train"] == 96
+    # With a label weight the labels count: flipped labels train another model, and a file
+    # without labels is refused.
+    weighted = {n: run_qat(recipe(n, label_weight=0.5)) for n in ("labels", "flipped")}
+    a, b = (load_file(o.output_dir / "model.safetensors") for o in weighted.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(QtoolError, match="needs a 'label' field"):
+        run_qat(recipe("none", label_weight=0.5))
+
+
+def test_qat_starts_from_a_quantize_folder(tmp_path, toy, toy_finetuned):
+    import shutil
+
+    from qtoolkit.pipeline.calibrate import run_calibrate
+    from qtoolkit.pipeline.qat import run_qat
+    from qtoolkit.pipeline.qat_start import resolve_start
+
+    base = {"finetune": {"output_dir": str(toy_finetuned)}, "quant": {"num_bits": 4}}
+    calibrated = run_calibrate(_recipe(tmp_path / "ptq", toy_finetuned, toy, **base)).output_dir
+    folder = tmp_path / "quantized"
+    shutil.copytree(calibrated, folder / "checkpoint")  # what qtool quantize -o folder holds
+    assert resolve_start(folder) == folder / "checkpoint"
+    assert resolve_start(calibrated) == calibrated
+    with pytest.raises(QtoolError, match="is not a quantized checkpoint"):
+        resolve_start(toy_finetuned)
+
+    qat = {"max_steps": 2, "batch_size": 16, "start_from": str(folder), "save_every_steps": None}
+    outcome = run_qat(_recipe(tmp_path / "run", toy_finetuned, toy, **base, qat=qat))
+    assert outcome.calibrated_dir == folder / "checkpoint" and not outcome.calibrated_now
+    assert not (tmp_path / "run/calibrated").exists()  # the recipe's calibrate stage never ran
+    manifest = json.loads((outcome.output_dir / "qtoolkit.json").read_text())
+    assert manifest["calibrated_from"] == str(folder / "checkpoint")
+    assert manifest["quant"]["num_bits"] == 4
+
+
+def test_eval_positions_and_frozen_amax_schedule():
+    from qtoolkit.train.loop import _scheduler, eval_positions
+
+    assert eval_positions(10, 3) == {4, 7, 10}
+    assert eval_positions(10, 1) == {10}
+    assert eval_positions(2, 4) == {1, 2}  # never more evaluations than steps
+    weight, amax = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.AdamW(
+        [{"params": [weight]}, {"params": [amax], "frozen_after": 3, "weight_decay": 0.0}], lr=0.1
+    )
+    scheduler = _scheduler(optimizer, warmup=2, total=10)
+    lrs = []
+    for _ in range(6):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        (weight * amax).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    assert [w for w, _ in lrs] == pytest.approx([0.0, 0.05, 0.1, 0.0875, 0.075, 0.0625])
+    assert [a for _, a in lrs] == pytest.approx([0.0, 0.05, 0.1, 0.0, 0.0, 0.0])
+    frozen = amax.detach().clone()
+    (weight * amax).sum().backward()
+    optimizer.step()
+    assert torch.equal(amax.detach(), frozen)  # lr 0: AdamW leaves it exactly as it is
+
+
+def test_qat_recipe_keys():
+    from qtoolkit.recipe import Recipe
+
+    assert Recipe.model_validate({"qat": {"distill_weight": 0.75}}).qat.label_weight == 0.25
+    with pytest.raises(ValueError, match="not both"):
+        Recipe.model_validate({"qat": {"distill_weight": 0.5, "label_weight": 0.5}})
+    with pytest.raises(ValueError, match="needs learn_amax"):
+        Recipe.model_validate({"qat": {"freeze_amax_after": 0.1}})
+
+
+def test_hidden_mse_refused_after_layernorm_smoothquant():
+    from qtoolkit.pipeline.qat_start import check_hidden_mse
+
+    folded = {"smoothquant": {"alpha": 0.5, "sites": ["qkv", "attn_out"]}}
+    with pytest.raises(QtoolError, match="folded at qkv"):
+        check_hidden_mse(folded, 0.1)
+    check_hidden_mse(folded, 0.0)
+    check_hidden_mse({"smoothquant": {"alpha": 0.5, "sites": ["attn_out"]}}, 0.1)

@@ -122,10 +122,12 @@ def run_quantize(recipe: Recipe):
     model_cfg = recipe.model
     if model_cfg.path is None:
         raise QtoolError("no model: give a fine-tuned checkpoint folder or package:NAME")
+    model_cfg, task_notice = _checkpoint_task(model_cfg)
     out_dir = recipe.stage_dir("quantized")
     inputs = (model_cfg.path, model_cfg.tokenizer, data.calib_file, data.eval_file, data.test_file)
     check_output_dir(out_dir, Kind.ONNX, inputs)  # before any work
     device = resolve_device(recipe.calib.device)
+    recipe = recipe.model_copy(update={"model": model_cfg})
     task = stage_task(recipe, model_cfg.task)
     loaded = load_trained_model(model_cfg, recipe.seed)
     model = loaded.model.to(device).eval()
@@ -204,7 +206,7 @@ def run_quantize(recipe: Recipe):
             search_seconds=search_seconds,
             fp32_dev=None if dev_ref is None else dev_ref["metrics"],
             tensorrt=trt,
-            notices=_notices(split, exported, trt, out_dir),
+            notices=[*task_notice, *_notices(split, exported, trt, out_dir)],
         )
         outcome.seconds = time.perf_counter() - start
         outcome.write(tmp)
@@ -223,6 +225,29 @@ def run_quantize(recipe: Recipe):
             quantize=outcome.manifest_fields(),
         )
     return outcome
+
+
+def _checkpoint_task(model_cfg) -> tuple[Any, list[str]]:
+    """The task (and label count) the checkpoint's own head says, when the recipe left the
+    default: a front door should not need `--set model.task=...` for a QA or NER model."""
+    from qtoolkit.models.loading import resolve_model_ref
+    from qtoolkit.runtime.targets import task_from_config
+
+    default = type(model_cfg)()
+    folder = resolve_model_ref(model_cfg.path)
+    config_file = folder / "config.json"
+    if model_cfg.task != default.task or not config_file.is_file():
+        return model_cfg, []
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    task = task_from_config(type("Config", (), {"architectures": config.get("architectures")}))
+    update: dict[str, Any] = {}
+    if task is not None and task != model_cfg.task:
+        update["task"] = task
+    labels = config.get("id2label") or {}
+    if (task or model_cfg.task) in ("sequence-classification", "token-classification") and labels:
+        update["num_labels"] = len(labels)
+    notices = [f"{model_cfg.path} is a {task} model (its config.json)"] if "task" in update else []
+    return model_cfg.model_copy(update=update), notices
 
 
 def _notices(split, exported, trt, out_dir: Path) -> list[str]:

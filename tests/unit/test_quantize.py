@@ -425,3 +425,55 @@ def test_a_kept_candidate_is_the_one_a_fresh_build_gives(tiny_bert_dir, calib_js
     with torch.no_grad():
         for batch in batches:
             torch.testing.assert_close(kept(**batch).logits, fresh(**batch).logits)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "token-classification",
+        "question-answering",
+        "multiple-choice",
+        "masked-lm",
+        "next-sentence-prediction",
+    ],
+)
+def test_quantize_every_head_takes_the_task_from_the_checkpoint(task, tiny_bert_dir, tmp_path):
+    from qtoolkit.models import load_model
+    from qtoolkit.recipe import ModelConfig
+    from tests.conftest import SENTENCES
+
+    from .test_heads import CHOICES
+
+    overrides = {"initializer_range": 0.2}
+    labels = 5 if task == "token-classification" else 2
+    loaded = load_model(
+        ModelConfig(
+            path=str(tiny_bert_dir),
+            task=task,
+            num_labels=labels,
+            random_init=True,
+            config_overrides=overrides,
+        )
+    )
+    trained = tmp_path / "trained"  # a checkpoint whose head is its own (not freshly made)
+    loaded.model.save_pretrained(trained)
+    loaded.tokenizer.save_pretrained(trained)
+    calib = tmp_path / "calib.jsonl"
+    rows = CHOICES * 11 if task == "multiple-choice" else [{"text": s} for s in SENTENCES * 4]
+    calib.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = _run(
+        "quantize", str(trained), "--calib-file", str(calib), "-o", str(out),
+        "--set", "quantize.calibrators=[max]", "--set", "quant.smoothquant=null",
+        "--set", "calib.bias_correction=false", "--set", "quantize.latency=false",
+        "--set", "export.num_samples=8", "--set", "data.max_length=48",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = _check_folder(out, "onnxruntime")
+    assert report["recipe"]["model"]["task"] == task
+    assert report["recipe"]["model"]["num_labels"] == labels or task not in (
+        "token-classification",
+    )
+    assert report["check"]["fidelity"]["examples"] > 0
+    manifest = json.loads((out / "qtoolkit.json").read_text())
+    assert manifest["task"] == task

@@ -93,10 +93,13 @@ def ptq_sweep(
     ] = None,
     sets: SetOpt = None,
 ) -> None:
-    """Calibrate with every method and evaluate each INT8 model against fp32 on the test split.
+    """Calibrate with every method, choose on dev, and report each INT8 model against fp32 on test.
 
-    Uses the recipe's fine-tuned checkpoint when `qtool finetune` has run. Saves the best
-    method's model as the calibrated stage output and writes ptq_sweep/results.{json,md}.
+    Each method's model is evaluated on data.eval_file (dev), where the best is chosen, and on
+    data.test_file (test), where it is compared with fp32 with 95% intervals; without a dev split
+    nothing is chosen and calib.method is saved. Uses the recipe's fine-tuned checkpoint when
+    `qtool finetune` has run. Saves the chosen method's model as the calibrated stage output and
+    writes ptq_sweep/results.{json,md}.
     """
     from qtoolkit.pipeline.sweep import run_ptq_sweep
     from qtoolkit.quant.calib.registry import CALIB_METHODS
@@ -268,7 +271,13 @@ def qat(
 @handle_errors
 @main_rank_only
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help="A directory written by qtool calibrate/qat.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A quantized checkpoint: from qtool calibrate, autoquant or qat, or the "
+            "checkpoint/ folder of qtool quantize."
+        ),
+    ],
     pattern: Annotated[
         str | None, typer.Option(help="Only quantizers matching this fnmatch.")
     ] = None,

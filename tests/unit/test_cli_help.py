@@ -96,3 +96,8 @@ def test_reflow_joins_paragraph_lines_and_keeps_list_items_and_verbatim_blocks()
     assert reflow(text) == (
         "First line goes on.\n\n- item one continued\n- item two\n\n\b\nkeep\n  as is"
     )
+
+
+def test_ptq_sweep_help_says_it_chooses_on_dev():
+    first = typer.main.get_command(app).commands["ptq-sweep"].help.split("\n\n")[0]
+    assert "choose on dev" in first and "on test" in first

@@ -52,7 +52,7 @@ class QatConfig(StrictModel):
         "the warm-up); None: learned to the end.",
     )
     distill: bool = Field(True, description="Distil from the fp32 model (the fine-tuned one).")
-    temperature: float = Field(1.0, gt=0, description="Softmax temperature of the logit KL.")
+    temperature: float = Field(0.5, gt=0, description="Softmax temperature of the logit KL.")
     label_weight: float = Field(
         0.0,
         ge=0,

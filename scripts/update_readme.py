@@ -346,7 +346,25 @@ def render_group_error(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_qat_fidelity(data: dict[str, Any]) -> str:
+    """scripts/qat_fidelity.py: PTQ start vs QAT on test, and QAT's time vs a fine-tune epoch."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from qat_fidelity import render
+
+    return render(data)
+
+
+def render_qat_knobs(data: dict[str, Any]) -> str:
+    """scripts/qat_knobs.py: what each QAT knob did on dev."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from qat_knobs import render
+
+    return render(data)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "qat_fidelity": render_qat_fidelity,
+    "qat_knobs": render_qat_knobs,
     "group_error": render_group_error,
     "autoquant": render_autoquant,
     "compare_evals": render_compare_evals,

@@ -132,9 +132,11 @@ def _test_rows(fp32: Path, ptq: Path, qat: Path) -> dict[str, Any]:
     _, ref, _ = test.run(loaded.model.eval(), "fp32 (test)")
     ref_scores = task.example_scores(test.data, ref)
     rows = {"fp32": {"accuracy": sum(ref_scores) / len(ref_scores)}}
+    same: dict[str, list[float]] = {}
     for label, folder in (("ptq", ptq / "checkpoint"), ("qat", qat)):
         ckpt = load_quantized(folder)
         metrics, preds, _ = test.run(ckpt.model.eval(), f"{label} (test)")
+        same[label] = [float(p == r) for p, r in zip(preds, ref, strict=True)]
         rows[label] = {
             "accuracy": metrics["accuracy"],
             "agreement": agreement_interval(preds, ref).to_dict(),
@@ -142,6 +144,8 @@ def _test_rows(fp32: Path, ptq: Path, qat: Path) -> dict[str, Any]:
                 task.example_scores(test.data, preds), ref_scores
             ).to_dict(),
         }
+    # QAT against its own start, example by example: the agreement gained (or lost).
+    rows["qat_minus_ptq_agreement"] = paired_bootstrap(same["qat"], same["ptq"]).to_dict()
     rows["num_test"] = len(ref)
     return rows
 
@@ -259,6 +263,14 @@ def render(data: dict[str, Any]) -> str:
     epochs = "; ".join(
         f"{name}: {r['qat_settings']['epochs']} epoch(s)" for name, r in results.items()
     )
+    for name, r in results.items():
+        d = r["test"].get("qat_minus_ptq_agreement")
+        if d:
+            tie = ", a tie" if d["low"] <= 0 <= d["high"] else ""
+            lines.append(
+                f"- {name}: QAT minus PTQ agreement on test {100 * d['value']:+.2f} points "
+                f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]{tie} (paired bootstrap)"
+            )
     lines += ["", f"QAT settings: {shown} ({epochs}). {data['note']}"]
     return "\n".join(lines) + "\n"
 

@@ -161,7 +161,7 @@ def test_learned_amax_moves_and_the_checkpoint_reloads(tmp_path, toy, toy_finetu
         finetune={"output_dir": str(toy_finetuned)},
         quant={"num_bits": 3},
         qat={"epochs": 1, "batch_size": 32, "learn_amax": True, "amax_learning_rate": 1e-2}
-        | {"learning_rate": 3e-4},
+        | {"learning_rate": 3e-4, "temperature": 1.0},
     )
     outcome = run_qat(recipe)
     assert outcome.best_step > 0  # a trained step, not the start, was kept
@@ -499,7 +499,7 @@ def test_distillation_only_qat_lowers_the_kl_to_the_teacher(tmp_path, toy, toy_f
         finetune={"output_dir": str(toy_finetuned)},
         quant={"num_bits": 4},
         qat={"epochs": 2, "batch_size": 32, "learning_rate": 3e-4, "label_weight": 0.0}
-        | {"evals_per_epoch": 2, "save_every_steps": None},
+        | {"temperature": 1.0, "evals_per_epoch": 2, "save_every_steps": None},
     )
     outcome = run_qat(recipe)
     assert outcome.distilled and outcome.select == "agreement" and outcome.best_step > 0

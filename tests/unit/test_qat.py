@@ -635,3 +635,33 @@ def test_hidden_mse_refused_after_layernorm_smoothquant():
         check_hidden_mse(folded, 0.1)
     check_hidden_mse(folded, 0.0)
     check_hidden_mse({"smoothquant": {"alpha": 0.5, "sites": ["attn_out"]}}, 0.1)
+
+
+def test_cli_qat_from_a_checkpoint_on_unlabelled_text(tmp_path, toy, toy_finetuned):
+    from typer.testing import CliRunner
+
+    from qtoolkit.cli import app
+    from qtoolkit.pipeline.calibrate import run_calibrate
+
+    base = {"finetune": {"output_dir": str(toy_finetuned)}, "quant": {"num_bits": 4}}
+    start = run_calibrate(_recipe(tmp_path / "ptq", toy_finetuned, toy, **base)).output_dir
+    rows = [json.loads(line) for line in (toy / "train.jsonl").read_text().splitlines()][:64]
+    text = tmp_path / "sentences.jsonl"
+    text.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
+    out = tmp_path / "qat"
+    argv = ["qat", "--from", start, "--set", f"model.path={toy_finetuned}", "--set",
+            "data.max_length=16", "--train-file", text, "--eval-file", toy / "dev.jsonl",
+            "--epochs", 1, "--batch-size", 16, "--evals-per-epoch", 2, "--label-weight", 0,
+            "--temperature", 1, "--lr", 3e-4, "--device", "cpu", "-o", out]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in argv])
+    assert result.exit_code == 0, result.output
+    # One line per evaluation with agreement and its interval; the kept step named.
+    assert result.output.count("agreement with fp32") >= 3
+    assert "start (PTQ): loss" not in result.output and "wrote" in result.output
+    manifest = json.loads((out / "qtoolkit.json").read_text())
+    assert manifest["calibrated_from"] == str(start) and manifest["labels_used"] is False
+    assert manifest["qat"]["temperature"] == 1 and [r["step"] for r in manifest["history"]] == [
+        0,
+        2,
+        4,
+    ]

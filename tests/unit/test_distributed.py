@@ -74,7 +74,9 @@ def _recipe(root: Path, run: str, name: str, **sections) -> Path:
         },
         "calib": {"method": "percentile", "percentile": 99.9, "num_samples": 40, "batch_size": 8},
         "qat": {"epochs": 1, "batch_size": 6, "learning_rate": 1e-3, "warmup_ratio": 0.0}
-        | {"distill": True, "hidden_mse_weight": 0.1, "learn_amax": True, "device": "cpu"},
+        | {"distill": True, "hidden_mse_weight": 0.1, "learn_amax": True, "device": "cpu"}
+        # One evaluation per epoch, kept by the metric: a trained step is what gets compared.
+        | {"evals_per_epoch": 1, "select": "metric"},
         "finetune": {"epochs": 1, "batch_size": 6, "learning_rate": 1e-3, "device": "cpu"},
     }
     for key, value in sections.items():

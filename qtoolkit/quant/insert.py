@@ -87,17 +87,35 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(p, pat) for pat in patterns for p in prefixes)
 
 
+def _build_quant_module(cls: type, float_init: Callable, cfg: QuantConfig, **kwargs) -> nn.Module:
+    """A pytorch-quantization module `cls`, built on the meta device as its `__init__` builds it:
+    the float layer's `__init__` (`float_init`), then what `QuantMixin.init_quantizer` sets up
+    (`_fake_quant` and one TensorQuantizer per descriptor). `init_quantizer` itself is not called:
+    it checks its caller with `inspect.stack()`, which reads the source of every frame on the
+    stack, ~0.1 s per module under a CLI or test stack (48 of 260 s of the integration tests went
+    there). tests/unit/test_insert.py checks the result against the real constructor."""
+    from pytorch_quantization.nn import TensorQuantizer
+
+    new = cls.__new__(cls)
+    with torch.device("meta"):
+        float_init(new, **kwargs)
+        new._fake_quant = True
+        new._input_quantizer = TensorQuantizer(input_descriptor(cfg))
+        new._weight_quantizer = TensorQuantizer(weight_descriptor(cfg))
+    return new
+
+
 def _quant_linear(module: nn.Linear, cfg: QuantConfig) -> nn.Module:
     from pytorch_quantization.nn import QuantLinear
 
-    with torch.device("meta"):
-        new = QuantLinear(
-            module.in_features,
-            module.out_features,
-            bias=module.bias is not None,
-            quant_desc_input=input_descriptor(cfg),
-            quant_desc_weight=weight_descriptor(cfg),
-        )
+    new = _build_quant_module(
+        QuantLinear,
+        nn.Linear.__init__,
+        cfg,
+        in_features=module.in_features,
+        out_features=module.out_features,
+        bias=module.bias is not None,
+    )
     new.weight = module.weight
     new.bias = module.bias
     return new.train(module.training)
@@ -105,21 +123,24 @@ def _quant_linear(module: nn.Linear, cfg: QuantConfig) -> nn.Module:
 
 def _quant_conv1d(module: nn.Conv1d, cfg: QuantConfig) -> nn.Module:
     from pytorch_quantization.nn import QuantConv1d
+    from torch.nn.modules.conv import _ConvNd
 
-    with torch.device("meta"):
-        new = QuantConv1d(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            stride=module.stride,
-            padding=module.padding,
-            dilation=module.dilation,
-            groups=module.groups,
-            bias=module.bias is not None,
-            padding_mode=module.padding_mode,
-            quant_desc_input=input_descriptor(cfg),
-            quant_desc_weight=weight_descriptor(cfg),
-        )
+    new = _build_quant_module(
+        QuantConv1d,
+        _ConvNd.__init__,
+        cfg,
+        in_channels=module.in_channels,
+        out_channels=module.out_channels,
+        kernel_size=module.kernel_size,
+        stride=module.stride,
+        padding=module.padding,
+        dilation=module.dilation,
+        transposed=False,
+        output_padding=(0,),
+        groups=module.groups,
+        bias=module.bias is not None,
+        padding_mode=module.padding_mode,
+    )
     new.weight = module.weight
     new.bias = module.bias
     return new.train(module.training)

@@ -127,3 +127,52 @@ def test_enabled_quantizers_change_outputs(tiny_bert_dir, sample_batch):
     with torch.no_grad():
         diff = (ref(**sample_batch).logits - quant(**sample_batch).logits).abs().max()
     assert diff > 0
+
+
+def test_swapped_modules_equal_the_real_constructors_without_inspect_stack(tiny_dir, monkeypatch):
+    """insert_quantizers builds QuantLinear/QuantConv1d without `init_quantizer` (whose
+    `inspect.stack()` cost ~0.1 s a module): the same modules as the library's constructors."""
+    import inspect
+
+    from pytorch_quantization.nn import QuantConv1d, QuantLinear
+
+    from qtoolkit.quant.descriptors import input_descriptor, weight_descriptor
+
+    model = _load(tiny_dir)
+    originals = {n: m for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv1d)}
+
+    def no_stack(*args, **kwargs):
+        raise AssertionError("inspect.stack() called while inserting quantizers")
+
+    with monkeypatch.context() as m:
+        m.setattr(inspect, "stack", no_stack)
+        insert_quantizers(model, QuantConfig())
+    cfg = QuantConfig()
+    descs = {"quant_desc_input": input_descriptor(cfg), "quant_desc_weight": weight_descriptor(cfg)}
+    assert originals
+    for name, float_module in originals.items():
+        built = model.get_submodule(name)
+        if isinstance(float_module, nn.Linear):
+            real = QuantLinear(
+                float_module.in_features, float_module.out_features, bias=True, **descs
+            )
+        else:
+            c = float_module
+            real = QuantConv1d(
+                c.in_channels,
+                c.out_channels,
+                c.kernel_size,
+                stride=c.stride,
+                padding=c.padding,
+                dilation=c.dilation,
+                groups=c.groups,
+                **descs,
+            )
+        assert type(built) is type(real) and repr(built) == repr(real), name
+        assert built._fake_quant is real._fake_quant is True
+        for q in ("_input_quantizer", "_weight_quantizer"):
+            assert repr(getattr(built, q)) == repr(getattr(real, q)), (name, q)
+        got = {k: (v.shape, v.dtype) for k, v in built.state_dict().items()}
+        want = {k: (v.shape, v.dtype) for k, v in real.state_dict().items()}
+        assert got == want, name
+        assert set(built.__dict__) == set(real.__dict__), name  # the same attributes set

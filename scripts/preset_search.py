@@ -31,11 +31,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+ALL_SITES = ["qkv", "ffn_in", "attn_out", "ffn_out"]
 PLACEMENTS = {
-    # name: (quant overrides, SmoothQuant sites)
-    "residual-float": ({"residual_add": False}, ["qkv", "ffn_in", "attn_out", "ffn_out"]),
-    "residual-int8": ({"residual_add": True}, ["qkv", "ffn_in", "attn_out", "ffn_out"]),
-    "residual-int8-attn_out": ({"residual_add": True}, ["attn_out"]),
+    # name: (quant overrides, SmoothQuant sites, alphas, bias correction settings)
+    "residual-float": (
+        {"residual_add": False},
+        ALL_SITES,
+        [None, 0.5, 0.8, 0.9, 0.95],
+        (False, True),
+    ),
+    "residual-int8": ({"residual_add": True}, ALL_SITES, [None, 0.8, 0.95], (False, True)),
+    "residual-int8-attn_out": ({"residual_add": True}, ["attn_out"], [0.8, 0.95], (True,)),
 }
 
 
@@ -57,6 +63,7 @@ def main() -> None:
     ap.add_argument("--calib", default="data/rt-sentiment/calib.jsonl")
     ap.add_argument("--dev", default="data/rt-sentiment/dev.jsonl")
     ap.add_argument("--quick", action="store_true", help="two alphas, two calibrators")
+    ap.add_argument("--dev-limit", type=int, default=600, help="dev sentences scored")
     ap.add_argument("--placements", default=",".join(PLACEMENTS))
     ap.add_argument("--json", default="docs/results/preset_search.json")
     args = ap.parse_args()
@@ -78,7 +85,6 @@ def main() -> None:
     from qtoolkit.tasks.evaluation import agreement, output_kl
     from qtoolkit.tasks.intervals import agreement_interval
 
-    alphas = [None, 0.8, 0.95] if args.quick else [None, 0.5, 0.8, 0.9, 0.95]
     methods = ["entropy", "mse"] if args.quick else ["max", "percentile", "mse", "entropy"]
     base = load_recipe(
         None,
@@ -92,7 +98,9 @@ def main() -> None:
     )
     scorer = HoldoutScorer(split.holdout_batches, task.output_names, "cpu")
     scorer.set_reference(fp32_model)
-    dev = split_evaluator(base, task, loaded.tokenizer, args.dev, fp32_model.config)
+    dev = split_evaluator(
+        base, task, loaded.tokenizer, args.dev, fp32_model.config, limit=args.dev_limit
+    )
     dev_out: list = []
     dev_metrics, dev_preds, _ = dev.run(fp32_model, "fp32 (dev)", sink=dev_out)
     log(
@@ -102,11 +110,15 @@ def main() -> None:
     rows = []
     start = time.perf_counter()
     for placement in args.placements.split(","):
-        quant_update, sites = PLACEMENTS[placement]
-        for bias_correction in (False, True):
+        quant_update, sites, alphas, corrections = PLACEMENTS[placement]
+        if args.quick:
+            alphas = [a for a in alphas if a in (None, 0.8)]
+        for bias_correction in corrections:
             model = load_trained_model(base.model, base.seed).model.eval()
             insert_quantizers(model, base.quant.model_copy(update=quant_update))
             loop = batch_forward_loop(split.range_batches, "cpu")
+            # As qtool quantize measures bias corrections: on the first 128 range sentences.
+            bias_loop = batch_forward_loop(split.range_batches[:4], "cpu", "bias correction")
 
             def score(m, candidate, placement=placement):
                 row = scorer.score(m, f"held-out: {candidate.label}")
@@ -115,7 +127,7 @@ def main() -> None:
                 row["dev_accuracy"] = metrics["accuracy"]
                 row["dev_agreement"] = agreement_interval(list(preds), list(dev_preds)).to_dict()
                 row["dev_kl"] = output_kl(out, dev_out)
-                assert abs(row["dev_agreement"]["value"] - agreement(preds, dev_preds)) < 1e-9
+                assert abs(row["dev_agreement"]["value"] - agreement(preds, dev_preds)) < 1e-6
                 log(
                     f"{placement:24s} {candidate.label:45s} held-out kl {row['kl']:.5f}  dev "
                     f"agreement {row['dev_agreement']['value']:.4f} kl {row['dev_kl']:.5f}"
@@ -123,11 +135,12 @@ def main() -> None:
                 return row
 
             scored = score_candidates(
-                model, loop, base.calib, alphas, methods, sites, bias_correction, score
+                model, loop, base.calib, alphas, methods, sites, bias_correction, score, bias_loop
             )
             for candidate, row in scored:
                 rows.append({"placement": placement, "sites": sites, **candidate.to_dict(), **row})
             del model
+            write_json(ROOT / (args.json + ".partial"), {"rows": rows})  # a kill loses little
     by_placement = {}
     for placement in {r["placement"] for r in rows}:
         mine = [r for r in rows if r["placement"] == placement]
@@ -159,6 +172,7 @@ def main() -> None:
         "rows": rows,
     }
     write_json(ROOT / args.json, result)
+    (ROOT / (args.json + ".partial")).unlink(missing_ok=True)
     print(
         f"{'placement':24s} {'candidate':45s} {'held-out KL':>11s} {'dev agree':>9s} "
         f"{'dev KL':>8s} {'dev acc':>7s}"
@@ -177,6 +191,66 @@ def main() -> None:
             f"{p['spearman_heldout_kl_vs_dev_disagreement']:.2f}"
         )
     log(f"wrote {args.json}")
+
+
+def _label(r: dict) -> str:
+    alpha = "no SmoothQuant" if r["alpha"] is None else f"SmoothQuant {r['alpha']:g}"
+    return f"{r['method']}, {alpha}" + (", bias correction" if r["bias_correction"] else "")
+
+
+def _agree(d: dict) -> str:
+    return f"{100 * d['value']:.2f}% [{100 * d['low']:.2f}, {100 * d['high']:.2f}]"
+
+
+def render(data: dict) -> str:
+    """Per placement: the best candidates on dev, the one the held-out KL picks, the best per
+    alpha / calibrator / bias correction, and how well the held-out KL ranks the candidates."""
+    out = []
+    for name, p in data["placements"].items():
+        rows = [r for r in data["rows"] if r["placement"] == name]
+        picked = p["best_by_heldout_kl"]
+        out += [
+            f"**{name}** (SmoothQuant sites: {', '.join(rows[0]['sites'])}; {len(rows)} "
+            f"candidates). Rank correlation of the held-out KL with dev KL "
+            f"{p['spearman_heldout_kl_vs_dev_kl']:.2f}, with dev disagreement "
+            f"{p['spearman_heldout_kl_vs_dev_disagreement']:.2f}.",
+            "",
+            "| candidate | held-out KL | dev agreement with fp32 | dev KL | dev accuracy |",
+            "|---|---:|---|---:|---:|",
+        ]
+        ranked = sorted(rows, key=lambda r: (-r["dev_agreement"]["value"], r["dev_kl"]))
+        shown = ranked[:5] + ([picked] if picked not in ranked[:5] else [])
+        for r in shown:
+            mark = " (held-out KL's pick)" if r is picked or r == picked else ""
+            out.append(
+                f"| {_label(r)}{mark} | {r['kl']:.5f} | {_agree(r['dev_agreement'])} | "
+                f"{r['dev_kl']:.5f} | {100 * r['dev_accuracy']:.2f} |"
+            )
+        for key, title in (("alpha", "alpha"), ("method", "calibrator"),
+                           ("bias_correction", "bias correction")):  # fmt: skip
+            best = {}
+            for r in rows:
+                v = r[key]
+                if v not in best or r["dev_agreement"]["value"] > best[v]["dev_agreement"]["value"]:
+                    best[v] = r
+            cells = ", ".join(
+                f"{'none' if v is None else v}: {100 * b['dev_agreement']['value']:.2f}%"
+                for v, b in best.items()
+            )
+            out.append(f"\nBest dev agreement by {title}: {cells}.")
+        out.append("")
+    out.append(
+        f"fp32 dev accuracy {100 * data['fp32_dev_accuracy']:.2f} on {data['num_dev']} dev "
+        f"sentences; {data['num_range']} calibration sentences set the ranges, "
+        f"{data['num_holdout']} held out score them (the label-free KL). Intervals: "
+        f"{data['interval']}. {_machine(data['machine'])}, {data['seconds'] / 60:.0f} min."
+    )
+    return "\n".join(out) + "\n"
+
+
+def _machine(m: dict) -> str:
+    flags = "/".join(f for f in m.get("cpu_flags", []) if f.startswith(("amx", "avx512_vnni")))
+    return f"Measured on {m['cpu']} ({flags}), {m['cores']} cores, {m['date'][:10]}"
 
 
 if __name__ == "__main__":

@@ -47,19 +47,19 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             runtime="onnxruntime",
-            summary="CPU, ONNX Runtime: residual adds in float, SmoothQuant, entropy/mse "
-            "chosen on held-out text, bias correction; every GEMM INT8",
+            summary="CPU, ONNX Runtime: residual adds in float, SmoothQuant (alpha 0.8/0.9) and "
+            "calibrator (entropy/max) chosen on held-out text, bias correction; every GEMM INT8",
             recipe={
                 "quant": {
                     "linear": True,
                     "conv1d": True,
                     "attention_matmul": True,
                     "residual_add": False,
-                    "smoothquant": {"alpha": [0.5, 0.8], "sites": _ALL_SITES},
+                    "smoothquant": {"alpha": [0.8, 0.9], "sites": _ALL_SITES},
                 },
                 "calib": {"bias_correction": True},
                 "export": {"target": "onnxruntime"},
-                "quantize": {"calibrators": ["entropy", "mse"]},
+                "quantize": {"calibrators": ["entropy", "max"]},
             },
             check_runtime="onnxruntime",
             why=(
@@ -67,10 +67,18 @@ PRESETS: dict[str, Preset] = {
                 "Q/DQ pair (its kernels do not fuse the add into the GEMM) and it is where most "
                 "of the PTQ error sits (group_error.json); NNCF's transformer preset does the "
                 "same.",
-                "SmoothQuant on all four sites, alpha chosen from the candidates on held-out "
-                "text: it moves the activation outliers of MiniLM's LayerNorm outputs into the "
-                "per-channel weights.",
-                "Bias correction removes the mean output shift of each INT8 GEMM.",
+                "SmoothQuant on all four sites moves the activation outliers of MiniLM's "
+                "LayerNorm outputs into the per-channel weights. On dev (preset_search.json, "
+                "600 sentences) the candidates without SmoothQuant agreed with fp32 on "
+                "95.3-97.3% of decisions, with alpha 0.5 on 89.7-97.2%, with alpha 0.8-0.95 on "
+                "98.0-99.7%: the candidates are alpha 0.8 and 0.9.",
+                "Calibrators: the best dev agreement per calibrator with SmoothQuant was max "
+                "99.67%, entropy 99.50%, percentile 99.50%, mse 99.00% (ties within their "
+                "intervals); entropy and max are kept, and the held-out KL picks between them "
+                "(its rank correlation with dev KL over 40 candidates: 0.96).",
+                "Bias correction removes the mean output shift of each INT8 GEMM: with alpha "
+                "0.8-0.9 and entropy or max it agreed 0.3-0.8 points more often on dev (a gain "
+                "inside the intervals, in every one of those four pairs).",
             ),
         ),
         Preset(
@@ -83,24 +91,27 @@ PRESETS: dict[str, Preset] = {
                     "conv1d": True,
                     "attention_matmul": True,
                     "residual_add": False,
-                    "smoothquant": {"alpha": [0.5, 0.8], "sites": _ALL_SITES},
+                    "smoothquant": {"alpha": [0.8, 0.9], "sites": _ALL_SITES},
                 },
                 "calib": {"bias_correction": True},
                 "export": {"target": "openvino"},
-                "quantize": {"calibrators": ["entropy", "mse"]},
+                "quantize": {"calibrators": ["entropy", "max"]},
             },
             check_runtime="openvino",
             why=(
                 "OpenVINO reads Q/DQ pairs as FakeQuantize and runs the GEMMs after them in "
                 "INT8; the one-Q/DQ-per-tensor layout (export.target openvino) is what it fuses "
                 "best, and ran 1.24-1.42x faster than the ONNX Runtime layout on OpenVINO.",
-                "Residual adds in float, as NNCF's transformer preset leaves them.",
+                "Residual adds in float, as NNCF's transformer preset leaves them; SmoothQuant, "
+                "calibrators and bias correction as for onnxruntime (the same fake-quantized "
+                "model, only the Q/DQ layout differs).",
             ),
         ),
         Preset(
             runtime="tensorrt",
             summary="GPU, TensorRT: every GEMM, attention matmul and residual add INT8 "
-            "(symmetric), calibrator chosen on held-out text",
+            "(symmetric), SmoothQuant (alpha 0.8/0.95) and calibrator (percentile/entropy) "
+            "chosen on held-out text, bias correction",
             recipe={
                 "quant": {
                     "linear": True,
@@ -108,11 +119,11 @@ PRESETS: dict[str, Preset] = {
                     "attention_matmul": True,
                     "residual_add": True,
                     "residual_inputs": "residual",
-                    "smoothquant": {"alpha": [0.5, 0.8], "sites": ["attn_out"]},
+                    "smoothquant": {"alpha": [0.8, 0.95], "sites": _ALL_SITES},
                 },
                 "calib": {"bias_correction": True},
                 "export": {"target": "tensorrt"},
-                "quantize": {"calibrators": ["entropy", "mse", "percentile"]},
+                "quantize": {"calibrators": ["percentile", "entropy"]},
             },
             check_runtime="onnxruntime",
             why=(
@@ -120,9 +131,14 @@ PRESETS: dict[str, Preset] = {
                 "input is quantized, and its fused multi-head attention needs both attention "
                 "matmuls in INT8: this is its fastest placement.",
                 "Symmetric activations only (TensorRT's ONNX parser requires zero point 0).",
-                "SmoothQuant only where it folds into weights with no extra op in the graph "
-                "(attn_out, into the value projection); qkv/ffn_in would add a per-channel "
-                "multiply on the residual path.",
+                "SmoothQuant on all four sites: on dev it agreed with fp32 on up to 99.33% "
+                "with every residual add quantized, against 96.67% with attn_out alone (the "
+                "only site that folds into weights with no op left). The others leave a "
+                "per-channel Mul before a quantizer (residual skip, FFN output), which "
+                "TensorRT can fuse into the QuantizeLinear after it; its cost on a GPU is not "
+                "measured here (no GPU).",
+                "Calibrators percentile and entropy with alpha 0.8/0.95 and bias correction: "
+                "the top dev candidates of this placement (99.33%, 99.17%, 99.17%).",
             ),
         ),
     )

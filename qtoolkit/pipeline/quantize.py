@@ -181,7 +181,8 @@ def run_quantize(recipe: Recipe):
     if cfg.budget_points is not None:
         fp32_value = 1.0 if dev_ref is None else dev_ref["metrics"][task.primary_metric]
         fallback = _fallback(model, recipe, score, chosen, correction, fp32_value, dev, bias_loop)
-    final = score(model, chosen)
+    # Without fallback the model is the chosen candidate as it was scored: no second scoring.
+    final = dict(chosen_scores) if fallback is None else score(model, chosen)
     search_seconds = time.perf_counter() - start
 
     from qtoolkit.pipeline.quantize_check import check_on_runtime, export_folder, tensorrt_step

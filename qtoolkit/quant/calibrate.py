@@ -122,7 +122,12 @@ def load_amax(model: nn.Module, cfg: CalibConfig) -> CalibResult:
         calibrator = getattr(quantizer, "_calibrator", None)
         if calibrator is None:
             raise QtoolError(f"{name} has no statistics: run collect_statistics first")
-        if spec.statistics == "max":
+        if spec.statistics == "max" and isinstance(calibrator, HistogramCalibrator):
+            # Histograms keep the largest |x| seen: the same amax a MaxCalibrator gives.
+            amax = None if calibrator.hist is None else torch.tensor(calibrator.max)
+            if calibrator.nonfinite:
+                amax = torch.tensor(float("inf"))
+        elif spec.statistics == "max":
             if not hasattr(calibrator, "_calib_amax"):
                 raise QtoolError(
                     f"statistics were collected for a histogram method, not '{spec.name}'"

@@ -45,7 +45,8 @@ def calibrations(
     model: nn.Module, loop: ForwardLoop, calib: CalibConfig, methods: Sequence[str]
 ) -> Iterator[str]:
     """Set the model's ranges with each method in turn (yielding its name while they are set).
-    Weights are calibrated once; activation statistics once per kind, max first."""
+    Weights are calibrated once; activation statistics once: histograms when any method needs
+    them (they also keep the largest |x|, which is what max needs), else maxima."""
     from qtoolkit.quant.calib.registry import get_calibrator
     from qtoolkit.quant.calibrate import (
         calibrate_weights,
@@ -55,15 +56,15 @@ def calibrations(
     )
 
     calibrate_weights(model)
-    collected = None
+    specs = [get_calibrator(m) for m in methods]
+    kinds = {spec.statistics for spec in specs}
+    collect_with = next(
+        s for s in specs if s.statistics == ("max" if kinds == {"max"} else "histogram")
+    )
     try:
-        for spec in sorted((get_calibrator(m) for m in methods), key=lambda s: s.statistics):
-            cfg = calib.model_copy(update={"method": spec.name})
-            if collected != spec.statistics:
-                release_statistics(model)
-                collect_statistics(model, loop, cfg)
-                collected = spec.statistics
-            load_amax(model, cfg)
+        collect_statistics(model, loop, calib.model_copy(update={"method": collect_with.name}))
+        for spec in specs:
+            load_amax(model, calib.model_copy(update={"method": spec.name}))
             yield spec.name
     finally:
         release_statistics(model)

@@ -185,3 +185,39 @@ def test_a_new_calibrator_is_one_registry_entry(monkeypatch, tiny_bert_dir, samp
         assert ref[name] / 2 * (1 - 1e-6) <= amax < ref[name], name
     with pytest.raises(ValueError, match="unknown method"):
         CalibConfig(method="no-such-method")
+
+
+def test_one_histogram_pass_serves_max_exactly(tiny_bert_dir, sample_batch):
+    """`calibrations` collects histograms once for [entropy, max]: the max it loads from them is
+    bit for bit what a pass with pytorch-quantization's MaxCalibrator gives."""
+    from qtoolkit.models import load_model
+    from qtoolkit.quant import calibrate, insert_quantizers
+    from qtoolkit.quant.candidates import calibrations
+    from qtoolkit.recipe import CalibConfig, ModelConfig, QuantConfig
+
+    passes = []
+
+    def loop(m):
+        passes.append(1)
+        m(**sample_batch)
+
+    def amaxes(model):
+        return {n: q.amax.clone() for n, q in iter_quantizers(model) if hasattr(q, "_amax")}
+
+    def fresh():
+        model = load_model(ModelConfig(path=str(tiny_bert_dir))).model
+        insert_quantizers(model, QuantConfig())
+        return model.eval()
+
+    shared = fresh()
+    got = {}
+    for method in calibrations(shared, loop, CalibConfig(), ["entropy", "max"]):
+        got[method] = amaxes(shared)
+    assert len(passes) == 1 and list(got) == ["entropy", "max"]
+    for method in ("entropy", "max"):
+        alone = fresh()
+        calibrate(alone, lambda m: m(**sample_batch), CalibConfig(method=method))
+        ref = amaxes(alone)
+        assert ref.keys() == got[method].keys()
+        for name, amax in ref.items():
+            assert torch.equal(got[method][name], amax), (method, name)

@@ -32,7 +32,8 @@ __all__ = ["HistogramCalibrator", "amax_percentile", "amax_mse", "amax_entropy"]
 
 
 class HistogramCalibrator:
-    """Collects a histogram of |x| whose range grows by exact doubling."""
+    """Collects a histogram of |x| whose range grows by exact doubling, and the largest |x|
+    (so one pass serves the max calibrator too)."""
 
     def __init__(self, num_bins: int = 2048, num_bits: int = 8, unsigned: bool = False):
         if num_bins % 2:
@@ -44,12 +45,14 @@ class HistogramCalibrator:
         self.range: float = 0.0
         self.nonfinite = False  # saw NaN or inf: no amax can be derived (load_amax refuses)
         self.top: float = 0.0  # how many values equal the current range exactly
+        self.max: float = 0.0  # the largest |x| seen: the max calibrator's amax, exactly
 
     def reset(self) -> None:
         self.hist = None
         self.range = 0.0
         self.nonfinite = False
         self.top = 0.0
+        self.max = 0.0
 
     def start(self, range_: float, device: torch.device | str = "cpu") -> None:
         """Begin with an empty histogram over [0, range_] (a range agreed with other ranks)."""
@@ -82,6 +85,7 @@ class HistogramCalibrator:
         if not math.isfinite(x_max):
             self.nonfinite = True
             return
+        self.max = max(self.max, x_max)
         if self.hist is None:
             self.start(x_max if x_max > 0 else 1e-12, x.device)
         while x_max > self.range:

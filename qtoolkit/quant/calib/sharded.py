@@ -75,6 +75,10 @@ def reduce_statistics(model: nn.Module) -> None:
         [c.range if c.hist is not None else 0.0 for _, c in hists], dtype=torch.float64
     )
     dist.all_reduce(ranges, "max")
+    largest = torch.tensor([c.max for _, c in hists], dtype=torch.float64)
+    dist.all_reduce(largest, "max")
+    for (_, calibrator), value in zip(hists, largest.tolist(), strict=True):
+        calibrator.max = value
     for (name, calibrator), common in zip(hists, ranges.tolist(), strict=True):
         if common == 0.0:
             continue  # no rank saw data: load_amax reports it unused

@@ -81,7 +81,7 @@ def infer_backend(path: Path) -> BackendSpec:
         return BACKENDS["ort-int8" if _onnx_int8(path) else "ort-fp32"]
     if what == "openvino":  # an IR from build-engine --runtime openvino
         return BACKENDS["ov-int8" if 'type="FakeQuantize"' in path.read_text() else "ov-bf16"]
-    if what == "quantized-checkpoint":
+    if what == "quantized-checkpoint" or _qdqbert(path):
         return BACKENDS["torch-fakequant"]
     if path.is_dir():
         return BACKENDS["torch-fp32"]
@@ -123,8 +123,15 @@ def _quantized_file(path: Path) -> bool | None:
     if what == "openvino":
         return 'type="FakeQuantize"' in path.read_text(errors="replace")
     if path.is_dir():
-        return what == "quantized-checkpoint"
+        return what == "quantized-checkpoint" or _qdqbert(path)
     return None
+
+
+def _qdqbert(path: Path) -> bool:
+    """A QDQBERT checkpoint (Hugging Face's QAT format): quantized, run with its own amax."""
+    from qtoolkit.models.qdqbert import is_qdqbert_checkpoint
+
+    return path.is_dir() and is_qdqbert_checkpoint(path)
 
 
 def check_target_file(target: BenchTarget) -> None:

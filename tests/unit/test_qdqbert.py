@@ -164,3 +164,14 @@ def test_qdqbert_decoder_heads_are_refused(tmp_path, tiny_bert_dir):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(QtoolError, match="causal"):
         import_qdqbert(path)
+
+
+def test_benchmark_target_takes_a_qdqbert_folder_as_fake_quant(tmp_path, tiny_bert_dir):
+    """A QDQBERT folder is quantized (its amax are read at load): `torch-fakequant=` accepts it,
+    and given under a plain label it is inferred as fake-quant, not fp32."""
+    from qtoolkit.bench.targets import parse_target
+
+    folder, _, _ = write_qdqbert_checkpoint(tmp_path, tiny_bert_dir)
+    assert parse_target(f"torch-fakequant={folder}").backend.name == "torch-fakequant"
+    assert parse_target(f"mine={folder}").backend.name == "torch-fakequant"
+    assert parse_target(f"torch-fp32={tiny_bert_dir}").backend.name == "torch-fp32"

@@ -174,8 +174,9 @@ class ExportConfig(_Strict):
     )
     target: Literal["tensorrt", "onnxruntime", "openvino"] = Field(
         "tensorrt",
-        description="Q/DQ layout: 'tensorrt' (and 'openvino', the same graph) one int8 Q/DQ per "
-        "tensor, convolutions kept; 'onnxruntime' the CPU layout for ONNX Runtime's int8 kernels.",
+        description="Q/DQ layout: 'tensorrt' one int8 Q/DQ per tensor, convolutions kept; "
+        "'openvino' the same, with SmoothQuant's LayerNorm scale moved onto the quantizer's "
+        "branch (fused by OpenVINO); 'onnxruntime' the CPU layout for ONNX Runtime's int8 kernels.",
     )
     fp16: bool = Field(False, description="Non-quantized parts in fp16 (for TensorRT 11).")
     fp32_baseline: bool = Field(False, description="Also write the float model, <name>.fp32.onnx.")

@@ -233,6 +233,10 @@ def export_onnx(
     try:
         proto = export_model_proto(model, task, sample_batches[0], cfg.opset, exporter=cfg.exporter)
         passes = optimize_qdq(proto, split_shared=cfg.target == "onnxruntime")
+        if cfg.target == "openvino":
+            from qtoolkit.export.ov_layout import smooth_scale_to_quantizer
+
+            passes.smooth_scales_moved = smooth_scale_to_quantizer(proto)
         if cfg.fp16:
             proto = convert_to_fp16(proto)
         proto.producer_name = "qtoolkit"

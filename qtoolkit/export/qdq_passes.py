@@ -46,6 +46,7 @@ class PassReport:
     channels_last_transposes: int = 0
     merged_head_views: int = 0
     uint8_quantizers: int = 0
+    smooth_scales_moved: int = 0  # openvino layout: see ov_layout.py
 
 
 def _broadcast(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:

@@ -126,3 +126,51 @@ def test_smoothed_model_exports_plain_tensorrt_ready_qdq(tiny_dir, tmp_path):
     ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Mul"} <= ops
     assert not any(op.startswith("QLinear") or op.endswith("Integer") for op in ops)
+
+
+def test_openvino_layout_moves_the_layernorm_scale_onto_the_quantizer(tiny_dir, tmp_path):
+    """export.target openvino: where a LayerNorm fed a quantizer and, through SmoothQuant's
+    per-channel Mul, the residual add, the residual takes the LayerNorm output directly and the
+    quantizer gets a Mul(1/s) of its own; the export still validates against PyTorch. (BERT's
+    LayerNorms; SqueezeBERT's sit between transposes, where the pass finds nothing to move.)"""
+    import onnx
+
+    from qtoolkit.export import export_onnx
+    from qtoolkit.export.graph import GraphIndex
+    from qtoolkit.quant import calibrate
+    from qtoolkit.recipe import ExportConfig
+
+    loaded = load_model(
+        ModelConfig(
+            path=str(tiny_dir),
+            random_init=True,
+            config_overrides={"initializer_range": 0.2, "vocab_size": 120},
+        )
+    )
+    model = loaded.model.eval()
+    batches = [_random_batch(4, 16, s) for s in range(2)]
+    quant = QuantConfig(residual_add=False, smoothquant={"alpha": 0.5})
+    insert_quantizers(model, quant)
+    apply_smoothquant(model, lambda m: [m(**b) for b in batches], alpha=0.5)
+    calibrate(model, lambda m: [m(**b) for b in batches], CalibConfig(method="max"))
+
+    def ln_consumers(path):
+        proto = onnx.load(str(path))
+        idx = GraphIndex(proto.graph)
+        lns = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
+        return idx, {n.name: sorted(c.op_type for c in idx.consumers[n.output[0]]) for n in lns}
+
+    trt = export_onnx(model, tmp_path / "trt.onnx", ExportConfig(target="tensorrt"), batches)
+    ov = export_onnx(model, tmp_path / "ov.onnx", ExportConfig(target="openvino"), batches)
+    assert ov.validation.passed and trt.validation.passed
+    _, before = ln_consumers(trt.path)
+    idx, after = ln_consumers(ov.path)
+    moved = [n for n, c in before.items() if "Mul" in c and "QuantizeLinear" in c]
+    if model.config.model_type == "bert":
+        assert len(moved) == 2 * model.config.num_hidden_layers  # the qkv and ffn_in sites
+    for name in moved:
+        assert "QuantizeLinear" not in after[name] and after[name].count("Mul") == 1, name
+    smooth = [n for n in idx.graph.node if n.name.endswith("/smooth")]
+    assert len(smooth) == len(moved)
+    for node in smooth:
+        assert [c.op_type for c in idx.consumers[node.output[0]]] == ["QuantizeLinear"]

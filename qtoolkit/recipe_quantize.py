@@ -57,7 +57,12 @@ class QuantizeConfig(StrictModel):
         min_length=1,
         description="(batch, seq) shapes timed for the report.",
     )
-    latency_iterations: int = Field(20, ge=1)
+    latency_iterations: int = Field(
+        10,
+        ge=1,
+        description="Timed runs per backend and shape, in interleaved rounds: the report's "
+        "check (qtool benchmark times with more).",
+    )
     threads: int | None = Field(None, ge=1, description="Runtime threads (default: all cores).")
     output_dir: Path | None = Field(None, description="Default: <output_dir>/quantized.")
 

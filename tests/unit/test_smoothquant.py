@@ -163,6 +163,7 @@ def test_openvino_layout_moves_the_layernorm_scale_onto_the_quantizer(tiny_dir, 
     trt = export_onnx(model, tmp_path / "trt.onnx", ExportConfig(target="tensorrt"), batches)
     ov = export_onnx(model, tmp_path / "ov.onnx", ExportConfig(target="openvino"), batches)
     assert ov.validation.passed and trt.validation.passed
+    assert ov.violations == []  # the TensorRT rules still hold
     _, before = ln_consumers(trt.path)
     idx, after = ln_consumers(ov.path)
     moved = [n for n, c in before.items() if "Mul" in c and "QuantizeLinear" in c]

@@ -15,8 +15,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
+# One worker per core, one PyTorch thread per worker (tests/conftest.py); the tests that share a
+# fine-tuned model stay on one worker (--dist loadgroup). `pytest -q` alone runs them serially.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qtoolkit tests scripts

@@ -374,6 +374,16 @@ LABELS = {
     "qtool-openvino": "**`qtool quantize --runtime openvino`** (on OpenVINO)",
     "qtool-tensorrt": "**`qtool quantize --runtime tensorrt`** (checked on ONNX Runtime)",
 }
+SHORT = {
+    "nncf": "NNCF",
+    "quantize_dynamic": "quantize_dynamic (defaults)",
+    "quantize_dynamic-pc": "quantize_dynamic (per channel)",
+}
+FLOAT_REF = {"openvino": "ov-default", "onnxruntime": "fp32"}
+FLOAT_NAME = {
+    "ov-default": "OpenVINO's default precision (bf16 where the CPU has it)",
+    "fp32": "fp32 on ONNX Runtime",
+}
 WALL = {
     "quantize_dynamic": "ORT quantize_dynamic",
     "quantize_dynamic-pc": "ORT quantize_dynamic per_channel",
@@ -409,16 +419,33 @@ def render(data: dict) -> str:
         )
     lines += [
         "",
-        "| runtime | shape | speed-up (median ratio, 95% CI over rounds) |",
-        "|---|---|---|",
+        "Speed-ups (median latency ratio, 95% interval over interleaved rounds; above 1: the "
+        "first is faster):",
+        "",
+        "| runtime | shape | qtool / peer | qtool / float | peer / float |",
+        "|---|---|---|---|---|",
     ]
+
+    def cell(ratios: dict, label: str) -> str:
+        r = ratios.get(label)
+        return "-" if r is None else f"{r['value']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
+
     for runtime, block in data["latency"].items():
+        qtool, base = f"qtool-{runtime}", FLOAT_REF.get(runtime, "fp32")
+        peers = [n for n in block["precisions"] if n not in (qtool, base, "ov-fp32")]
         for shape, row in block["shapes"].items():
-            for label, r in row["ratios"].items():
+            for peer in peers:
                 lines.append(
-                    f"| {runtime} | {shape} | {label}: {r['value']:.2f}x "
-                    f"[{r['low']:.2f}, {r['high']:.2f}] |"
+                    f"| {runtime} | {shape} | vs {SHORT.get(peer, peer)}: "
+                    f"{cell(row['ratios'], f'{qtool} / {peer}')} | "
+                    f"{cell(row['ratios'], f'{qtool} / {base}')} | "
+                    f"{cell(row['ratios'], f'{peer} / {base}')} |"
                 )
+    lines.append(
+        "\nFloat: "
+        + "; ".join(f"{r} {FLOAT_NAME[FLOAT_REF.get(r, 'fp32')]}" for r in data["latency"])
+        + "."
+    )
     precisions = data["latency"].get("openvino", {}).get("precisions")
     if precisions:
         lines += [

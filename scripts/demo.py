@@ -1,9 +1,15 @@
-"""`make demo`: the main job on real data in a few minutes.
+"""`make demo`: the front door on real data in a few minutes.
 
 Prepares data/rt-sentiment if missing (`qtool data prepare rt-sentiment`), writes the demo's
 small dev/test splits (the first 400 / 600 sentences of the prepared ones) to
-data/rt-sentiment-demo/, runs `qtool run recipes/demo.yaml`, then prints one table (fp32 against
-INT8: accuracy with its 95% interval, p50 latency, speed-up) and where report.md is.
+data/rt-sentiment-demo/, fine-tunes all-MiniLM-L6-v2 briefly (`qtool finetune -r
+recipes/demo.yaml`), then runs the one command a user runs:
+
+    qtool quantize runs/demo/finetuned --calib-file data/rt-sentiment/calib.jsonl \
+        --runtime onnxruntime --test-file data/rt-sentiment-demo/test.jsonl -o runs/demo/quantized
+
+and prints one table (fp32 against INT8 on ONNX Runtime: accuracy and agreement with their 95%
+intervals, p50 latency, speed-up) and where report.md is.
 """
 
 from __future__ import annotations
@@ -31,34 +37,39 @@ def write_subsets() -> None:
             target.write_text("".join(lines))
 
 
-def demo_table(bench: dict) -> str:
-    """fp32 against INT8 at every timed shape: accuracy (with the 95% interval of the
-    difference), p50 latency, speed-up over the faster fp32 graph."""
-    from qtoolkit.tasks.compare import delta_cell
+def _interval(d: dict, points: bool = False) -> str:
+    scale = 100.0
+    if points:
+        return f"{scale * d['value']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}]"
+    return f"{scale * d['value']:.2f}% [{scale * d['low']:.2f}, {scale * d['high']:.2f}]"
 
-    metric = bench.get("primary_metric") or "accuracy"
-    acc = bench.get("accuracy", {})
+
+def demo_table(report: dict) -> str:
+    """fp32 against INT8 from `qtool quantize`'s report.json: accuracy, its difference and the
+    agreement with fp32 (95% intervals), then p50 latency and speed-up at every timed shape."""
+    check = report["check"]
+    fid = check["fidelity"]
+    m32, m8 = fid["metrics_fp32"], fid["metrics_int8"]
+    metric = "accuracy" if "accuracy" in m32 else next(iter(m32))
+    diff = fid.get("accuracy_difference")
+    tie = " tie" if diff and diff["low"] <= 0 <= diff["high"] else ""
     lines = [
-        f"| model | {metric} | Δ vs fp32 (points, 95% CI) | batch x seq | p50 ms | speed-up |",
-        "|---|---:|---|---|---:|---:|",
+        f"| model | {metric} | Δ vs fp32 (points, 95% CI) | agreement with fp32 (95% CI) |",
+        "|---|---:|---|---|",
+        f"| fp32 ({check['runtime']}) | {m32[metric]:.4f} | | |",
+        f"| INT8 ({check['runtime']}, {report['chosen']['label']}) | {m8[metric]:.4f} | "
+        + (f"{_interval(diff, True)}{tie}" if diff else "-")
+        + f" | {_interval(fid['agreement'])} |",
+        "",
+        "| batch x seq | fp32 p50 ms | INT8 p50 ms | speed-up (95% CI) |",
+        "|---|---:|---:|---|",
     ]
-    for row in bench["rows"]:
-        if row["backend"] != "ort-int8" or "p50_ms" not in row:
-            continue
-        shape_of = (row["batch"], row["seq"])
-        base = next(
-            r
-            for r in bench["rows"]
-            if r["backend"] == row.get("baseline") and (r["batch"], r["seq"]) == shape_of
+    for row in check.get("latency") or []:
+        s = row["speedup_vs_fp32"]
+        lines.append(
+            f"| {row['batch']}x{row['seq']} | {row['fp32_ms']:.2f} | {row['int8_ms']:.2f} | "
+            f"{s['value']:.2f}x [{s['low']:.2f}, {s['high']:.2f}] |"
         )
-        shape = f"{row['batch']}x{row['seq']}"
-        for name, r in ((f"fp32 ({base['backend']})", base), ("INT8 (ort-int8)", row)):
-            a = acc.get(r["backend"], {})
-            value = f"{a['metrics'][metric]:.4f}" if "metrics" in a else "-"
-            delta = delta_cell(a) if r is row else ""
-            speedup = f"{r.get('speedup', 1.0):.2f}x"
-            cells = [name, value, delta, shape, f"{r['p50_ms']:.2f}", speedup]
-            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -68,26 +79,38 @@ def main() -> int:
     if prepared:
         subprocess.run([*QTOOL, "data", "prepare", "rt-sentiment"], cwd=ROOT, check=True)
     write_subsets()
-    run = subprocess.run([*QTOOL, "run", str(RECIPE)], cwd=ROOT)
-    if run.returncode != 0:
-        return run.returncode
     out = ROOT / "runs" / "demo"
-    bench = json.loads((out / "bench" / "results.json").read_text())
+    steps = [
+        [*QTOOL, "finetune", "-r", str(RECIPE)],
+        [
+            *QTOOL, "quantize", str(out / "finetuned"),
+            "--calib-file", str(DATA / "calib.jsonl"),
+            "--runtime", "onnxruntime",
+            "--test-file", str(DEMO / "test.jsonl"),
+            "-o", str(out / "quantized"),
+            "--set", "data.max_length=64",
+            "--set", "quantize.latency_shapes=[[1,64],[8,64]]",
+        ],
+    ]  # fmt: skip
+    for argv in steps:
+        done = subprocess.run(argv, cwd=ROOT)
+        if done.returncode != 0:
+            return done.returncode
+    report = json.loads((out / "quantized" / "report.json").read_text())
     print()
-    print(demo_table(bench))
-    machine = bench.get("machine", {})
-    print(
-        f"\n{machine.get('cpu')}, {machine.get('threads')} threads; test: "
-        f"{bench.get('accuracy_examples')} sentences of {bench.get('accuracy_data')}"
-    )
-    print(f"report: {out / 'report.md'} (tables and the accuracy/latency plot)")
+    print(demo_table(report))
+    machine = report.get("machine", {})
+    fid = report["check"]["fidelity"]
+    print(f"\n{machine.get('cpu')}, {machine.get('cores')} cores; test: {fid['examples']} "
+          f"sentences of {fid['on']}")  # fmt: skip
+    print(f"report: {out / 'quantized' / 'report.md'} (every candidate, the choice, the plot)")
     wall = time.perf_counter() - start
     print(f"demo wall time: {wall:.0f} s")
     summary = {
         "machine": machine,
         "wall_s": round(wall, 1),
         "note": "data preparation included" if prepared else "data/rt-sentiment already prepared",
-        "bench": bench,
+        "quantize": report,
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return 0

@@ -105,7 +105,7 @@ def render_demo(data: dict[str, Any]) -> str:
     from demo import demo_table
 
     return (
-        demo_table(data["bench"])
+        demo_table(data["quantize"])
         + f"\n\n`make demo` took {data['wall_s']:.0f} s ({data['note']}).\n"
     )
 
@@ -362,7 +362,25 @@ def render_qat_knobs(data: dict[str, Any]) -> str:
     return render(data)
 
 
+def render_quantize(data: dict[str, Any]) -> str:
+    """scripts/bench_quantize.py: qtool quantize against the peers' one-call INT8."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_quantize import render
+
+    return render(data)
+
+
+def render_preset_search(data: dict[str, Any]) -> str:
+    """scripts/preset_search.py: every preset candidate on dev, and the held-out KL's ranking."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from preset_search import render
+
+    return render(data)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "quantize": render_quantize,
+    "preset_search": render_preset_search,
     "qat_fidelity": render_qat_fidelity,
     "qat_knobs": render_qat_knobs,
     "group_error": render_group_error,

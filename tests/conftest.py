@@ -91,6 +91,37 @@ def squeezebert_config(**kw):
     return SqueezeBertConfig(**{**base, **kw})
 
 
+def _xdist_workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def pytest_configure(config):
+    """With several pytest-xdist workers, one PyTorch thread per worker process, from the start
+    (session and module fixtures included): two workers with two OpenMP threads each on a 2-core
+    machine wait at every op's barrier for a core, and a run slowed down several times over."""
+    if _xdist_workers() > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _intra_op_threads(request):
+    """One PyTorch thread per test, except the real-model integration tests when this is the
+    only pytest process (they keep PyTorch's default, a thread per core). The tiny models gain
+    nothing from a second thread, and on a 2-core machine shared with another process (a second
+    pytest worker, a benchmark) every op with two OpenMP threads waits at its barrier for a core:
+    a tiny conv1d took 30 ms instead of 0.05."""
+    import torch
+
+    before = torch.get_num_threads()
+    wide = request.node.get_closest_marker("integration") and _xdist_workers() == 1
+    torch.set_num_threads(before if wide else 1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     from transformers import BertForSequenceClassification

@@ -10,42 +10,20 @@ from typer.testing import CliRunner
 
 from qtoolkit.cli import app
 
-from .conftest import ROOT
+from .conftest import SENTIMENT_GROUP
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, SENTIMENT_GROUP]
 runner = CliRunner()
 
 
-def test_finetune_then_ptq_stays_close_to_fp32(rt_data, tmp_path):
+def test_finetune_then_ptq_stays_close_to_fp32(rt_data, sentiment_minilm):
     manifest = json.loads((rt_data / "qtoolkit.json").read_text())
     assert manifest["counts"] == {"train": 6000, "dev": 1000, "calib": 512, "test": 2000}
-    # Smaller splits so this fits CI: 2,000 training sentences, 400 test sentences.
-    (tmp_path / "test.jsonl").write_text(
-        "".join((rt_data / "test.jsonl").read_text().splitlines(keepends=True)[:400])
-    )
-    (tmp_path / "dev.jsonl").write_text(
-        "".join((rt_data / "dev.jsonl").read_text().splitlines(keepends=True)[:200])
-    )
-    sets = [
-        f"output_dir={tmp_path / 'run'}",
-        f"data.train_file={rt_data / 'train.jsonl'}",
-        f"data.calib_file={rt_data / 'calib.jsonl'}",
-        f"data.eval_file={tmp_path / 'dev.jsonl'}",
-        f"data.test_file={tmp_path / 'test.jsonl'}",
-        "finetune.train_limit=2000",
-        "finetune.epochs=1",
-        "finetune.batch_size=16",
-        "finetune.learning_rate=1.0e-4",
-        "calib.num_samples=128",
-    ]
-    args = ["-r", str(ROOT / "recipes/minilm-rt-sentiment.yaml")]
-    for s in sets:
-        args += ["--set", s]
-    ft = runner.invoke(app, ["finetune", *args])
-    assert ft.exit_code == 0, ft.output
-    sweep = runner.invoke(app, ["ptq-sweep", *args, "--methods", "percentile,mse"])
+    # `sentiment_minilm` fine-tuned with `qtool finetune` on 2,000 training sentences (smaller
+    # splits so this fits CI); the sweep starts from that recipe's fine-tuned checkpoint.
+    sweep = runner.invoke(app, ["ptq-sweep", *sentiment_minilm.args, "--methods", "percentile,mse"])
     assert sweep.exit_code == 0, sweep.output
-    rows = json.loads((tmp_path / "run/ptq_sweep/results.json").read_text())["rows"]
+    rows = json.loads((sentiment_minilm.run / "ptq_sweep/results.json").read_text())["rows"]
     # The calibrator the sweep chose on the 200 dev sentences, reported on the 400 test ones.
     fp32, int8 = rows[0], next(r for r in rows[1:] if r["selected"])
     assert fp32["accuracy"] > 0.75  # it learned the task (the classes are balanced)

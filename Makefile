@@ -15,10 +15,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
-# One worker per core, one PyTorch thread per worker (tests/conftest.py); the tests that share a
-# fine-tuned model stay on one worker (--dist loadgroup). `pytest -q` alone runs them serially.
+# One worker per core, one PyTorch thread per worker (tests/conftest.py). Each test file stays on
+# one worker (--dist loadfile) and files go out in collection order (--no-loadscope-reorder):
+# tests/conftest.py puts the file that fine-tunes the shared MiniLM first and the other files
+# that need it last. `pytest -q` alone runs the same tests in one process.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadgroup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qtoolkit tests scripts

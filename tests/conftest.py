@@ -161,3 +161,19 @@ def sample_batch(tiny_bert_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     return dict(tok(SENTENCES, padding=True, return_tensors="pt"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the first test file that needs the shared fine-tuned MiniLM
+    (`sentiment_minilm`) goes first, so its worker fine-tunes while the others run the unit
+    tests, and the other files that need it go last, when it is ready: no worker waits on it."""
+    if _xdist_workers() <= 1:
+        return
+    needs = [item for item in items if "sentiment_minilm" in getattr(item, "fixturenames", ())]
+    if not needs:
+        return
+    first = needs[0].path
+    head = [item for item in items if item.path == first]
+    tail = [item for item in needs if item.path != first]
+    moved = {id(item) for item in head + tail}
+    items[:] = head + [item for item in items if id(item) not in moved] + tail

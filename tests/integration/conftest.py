@@ -33,11 +33,6 @@ def rt_data(tmp_path_factory):
     ).output_dir
 
 
-# The tests that start from `sentiment_minilm` share one fine-tune: under pytest-xdist they are
-# kept on one worker (`--dist loadgroup`), or each worker would fine-tune its own copy.
-SENTIMENT_GROUP = pytest.mark.xdist_group("sentiment_minilm")
-
-
 def head_lines(src: Path, dst: Path, n: int) -> Path:
     """The first `n` lines of `src`, written to `dst`."""
     dst.write_text("".join(src.read_text().splitlines(keepends=True)[:n]))
@@ -46,21 +41,29 @@ def head_lines(src: Path, dst: Path, n: int) -> Path:
 
 @pytest.fixture(scope="session")
 def sentiment_minilm(rt_data, tmp_path_factory):
-    """MiniLM fine-tuned once on 2,000 rt-sentiment training sentences through `qtool finetune`
-    (recipes/minilm-rt-sentiment.yaml with 1 epoch, batch 16, lr 1e-4), with the first 200 dev
-    and 400 test sentences: the fp32 model the PTQ sweep and QAT tests start from.
+    """MiniLM fine-tuned once per test session on 2,000 rt-sentiment training sentences through
+    `qtool finetune` (recipes/minilm-rt-sentiment.yaml with 1 epoch, batch 16, lr 1e-4), with the
+    first 200 dev and 400 test sentences: the fp32 model the PTQ sweep, QAT and quantize tests
+    start from.
+
+    Shared by pytest-xdist workers: the first to ask fine-tunes under a file lock in the
+    session's common temp folder, the others wait for it and take the same folder.
 
     Returns the run folder (its `finetuned/` is the model), the dev and test files and the
     `--set` overrides of that recipe."""
+    import os
+    import shutil
     from types import SimpleNamespace
 
+    from filelock import FileLock
     from typer.testing import CliRunner
 
     from qtoolkit.cli import app
 
-    folder = tmp_path_factory.mktemp("sentiment-minilm")
-    dev = head_lines(rt_data / "dev.jsonl", folder / "dev.jsonl", 200)
-    test = head_lines(rt_data / "test.jsonl", folder / "test.jsonl", 400)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "sentiment-minilm"
+    dev, test = folder / "dev.jsonl", folder / "test.jsonl"
     sets = [
         f"output_dir={folder / 'run'}",
         f"data.train_file={rt_data / 'train.jsonl'}",
@@ -76,6 +79,13 @@ def sentiment_minilm(rt_data, tmp_path_factory):
     args = ["-r", str(ROOT / "recipes/minilm-rt-sentiment.yaml")]
     for s in sets:
         args += ["--set", s]
-    result = CliRunner().invoke(app, ["finetune", *args])
-    assert result.exit_code == 0, result.output
+    with FileLock(str(shared / "sentiment-minilm.lock")):
+        if not (folder / "done").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+            head_lines(rt_data / "dev.jsonl", dev, 200)
+            head_lines(rt_data / "test.jsonl", test, 400)
+            result = CliRunner().invoke(app, ["finetune", *args])
+            assert result.exit_code == 0, result.output
+            (folder / "done").write_text("")
     return SimpleNamespace(run=folder / "run", dev=dev, test=test, args=args)

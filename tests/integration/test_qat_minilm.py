@@ -1,15 +1,14 @@
-"""Reduced real QAT run: MiniLM fine-tuned on Rotten Tomatoes sentences (the session's
-`sentiment_minilm`, shared with the PTQ sweep test), deliberately weak PTQ (max calibration, both
-inputs of every residual add quantized), then a few QAT steps distilled from the fp32 model.
-Uses the rt-sentiment splits (prepared if absent)."""
+"""Reduced real QAT run: the session's fine-tuned MiniLM (`sentiment_minilm`), deliberately weak
+PTQ (max calibration, both inputs of every residual add quantized), then a few QAT steps
+distilled from the fp32 model. Uses the rt-sentiment splits (prepared if absent)."""
 
 from __future__ import annotations
 
 import pytest
 
-from .conftest import SENTIMENT_GROUP, head_lines
+from .conftest import head_lines
 
-pytestmark = [pytest.mark.integration, SENTIMENT_GROUP]
+pytestmark = pytest.mark.integration
 
 
 def test_qat_beats_weak_ptq_on_minilm(tmp_path, rt_data, sentiment_minilm):

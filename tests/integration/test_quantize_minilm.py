@@ -13,9 +13,7 @@ from typer.testing import CliRunner
 
 from qtoolkit.cli import app
 
-from .conftest import SENTIMENT_GROUP
-
-pytestmark = [pytest.mark.integration, SENTIMENT_GROUP]
+pytestmark = pytest.mark.integration
 
 
 def _digest(path: Path) -> str:

@@ -32,7 +32,7 @@ class QatConfig(StrictModel):
     )
     epochs: float = Field(0.5, gt=0, description="Passes over the training data (fractions too).")
     max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: float = Field(5e-6, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     batch_size: int = Field(32, ge=1)

@@ -346,43 +346,24 @@ def render_group_error(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_qat_fidelity(data: dict[str, Any]) -> str:
-    """scripts/qat_fidelity.py: PTQ start vs QAT on test, and QAT's time vs a fine-tune epoch."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from qat_fidelity import render
+def script_renderer(script: str) -> Callable[[dict[str, Any]], str]:
+    """The `render(data)` of scripts/SCRIPT.py, the benchmark script that wrote the file."""
 
-    return render(data)
+    def render_with(data: dict[str, Any]) -> str:
+        import importlib
 
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        return importlib.import_module(script).render(data)
 
-def render_qat_knobs(data: dict[str, Any]) -> str:
-    """scripts/qat_knobs.py: what each QAT knob did on dev."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from qat_knobs import render
-
-    return render(data)
-
-
-def render_quantize(data: dict[str, Any]) -> str:
-    """scripts/bench_quantize.py: qtool quantize against the peers' one-call INT8."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_quantize import render
-
-    return render(data)
-
-
-def render_preset_search(data: dict[str, Any]) -> str:
-    """scripts/preset_search.py: every preset candidate on dev, and the held-out KL's ranking."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from preset_search import render
-
-    return render(data)
+    render_with.__doc__ = f"scripts/{script}.py's own render()."
+    return render_with
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "quantize": render_quantize,
-    "preset_search": render_preset_search,
-    "qat_fidelity": render_qat_fidelity,
-    "qat_knobs": render_qat_knobs,
+    "quantize": script_renderer("bench_quantize"),
+    "preset_search": script_renderer("preset_search"),
+    "qat_fidelity": script_renderer("qat_fidelity"),
+    "qat_knobs": script_renderer("qat_knobs"),
     "group_error": render_group_error,
     "autoquant": render_autoquant,
     "compare_evals": render_compare_evals,

@@ -177,3 +177,18 @@ def pytest_collection_modifyitems(config, items):
     tail = [item for item in needs if item.path != first]
     moved = {id(item) for item in head + tail}
     items[:] = head + [item for item in items if id(item) not in moved] + tail
+
+
+def tree_digest(path) -> str:
+    """sha256 over a file, or over every file below a folder (names and bytes): an input that a
+    command must leave as it was."""
+    import hashlib
+    from pathlib import Path
+
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

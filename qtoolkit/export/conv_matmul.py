@@ -34,7 +34,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qtoolkit.export.graph import GraphIndex, attr, prune_unused, same_qdq_params
+from qtoolkit.export.graph import (
+    GraphIndex,
+    attr,
+    prune_unused,
+    same_qdq_params,
+    source_constant,
+)
 
 __all__ = ["convs_to_matmuls"]
 
@@ -55,15 +61,6 @@ def _is_pointwise(conv: onnx.NodeProto, weight: np.ndarray) -> bool:
             "NOTSET",
         )
     )
-
-
-def _source_constant(idx: GraphIndex, name: str) -> np.ndarray | None:
-    """A constant, looking through Identity (the exporter wraps shared biases in one)."""
-    node = idx.producer.get(name)
-    while node is not None and node.op_type == "Identity":
-        name = node.input[0]
-        node = idx.producer.get(name)
-    return idx.constant(name)
 
 
 def _match(idx: GraphIndex, conv: onnx.NodeProto):
@@ -92,7 +89,7 @@ def _match(idx: GraphIndex, conv: onnx.NodeProto):
         w_scale = np.full(cout, float(w_scale.reshape(())), np.float32)
     elif attr(w_dq, "axis", 1) != 0 or w_scale.shape != (cout,):
         return None
-    bias = _source_constant(idx, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+    bias = source_constant(idx, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
     if len(conv.input) > 2 and conv.input[2] and bias is None:
         return None
     return x_dq, weight, w_scale.astype(np.float32), bias

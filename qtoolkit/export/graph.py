@@ -12,7 +12,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["GraphIndex", "SHAPE_OPS", "QDQ_OPS", "attr", "prune_unused", "same_qdq_params"]
+__all__ = [
+    "GraphIndex",
+    "SHAPE_OPS",
+    "QDQ_OPS",
+    "attr",
+    "prune_unused",
+    "same_qdq_params",
+    "source_constant",
+]
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Ops that move data without changing values: TensorRT propagates Q backwards and DQ forwards
@@ -103,3 +111,13 @@ def prune_unused(model: onnx.ModelProto) -> None:
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(keep)
+
+
+def source_constant(idx: GraphIndex, name: str) -> np.ndarray | None:
+    """A constant's value, looking through the Identity nodes the exporter puts on shared ones
+    (e.g. biases or LayerNorm betas with equal values)."""
+    node = idx.producer.get(name)
+    while node is not None and node.op_type == "Identity":
+        name = node.input[0]
+        node = idx.producer.get(name)
+    return idx.constant(name)

@@ -28,18 +28,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from qtoolkit.export.graph import GraphIndex, prune_unused
+from qtoolkit.export.graph import GraphIndex, prune_unused, source_constant
 
 __all__ = ["smooth_scale_to_quantizer"]
-
-
-def _constant(idx: GraphIndex, name: str) -> np.ndarray | None:
-    """A constant's value, looking through the Identity nodes the exporter puts on shared ones."""
-    node = idx.producer.get(name)
-    while node is not None and node.op_type == "Identity":
-        name = node.input[0]
-        node = idx.producer.get(name)
-    return idx.constant(name)
 
 
 def _per_channel(idx: GraphIndex, node: onnx.NodeProto, x: str) -> tuple[str, np.ndarray] | None:
@@ -47,7 +38,7 @@ def _per_channel(idx: GraphIndex, node: onnx.NodeProto, x: str) -> tuple[str, np
     if node.op_type != "Mul" or len(node.input) != 2 or x not in node.input:
         return None
     other = node.input[1] if node.input[0] == x else node.input[0]
-    value = _constant(idx, other)
+    value = source_constant(idx, other)
     if value is None or value.ndim != 1 or value.dtype != np.float32 or not np.all(value > 0):
         return None
     return other, value
@@ -67,7 +58,7 @@ def smooth_scale_to_quantizer(model: onnx.ModelProto) -> int:
         quantizers = [c for c in consumers if c.op_type == "QuantizeLinear" and c.input[0] == y]
         scales = [(c, _per_channel(idx, c, y)) for c in consumers if c.op_type == "Mul"]
         scales = [(c, s) for c, s in scales if s is not None]
-        gamma, beta = (_constant(idx, n) for n in ln.input[1:3])
+        gamma, beta = (source_constant(idx, n) for n in ln.input[1:3])
         if not quantizers or len(scales) != 1 or gamma is None or beta is None:
             continue
         mul, (_, scale) = scales[0]

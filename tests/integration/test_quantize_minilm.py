@@ -4,32 +4,22 @@ report's check on the first 400 test sentences."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from qtoolkit.cli import app
+from tests.conftest import tree_digest
 
 pytestmark = pytest.mark.integration
-
-
-def _digest(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def test_quantize_minilm_for_onnxruntime(tmp_path, rt_data, sentiment_minilm):
     model = sentiment_minilm.run / "finetuned"
     calib = rt_data / "calib.jsonl"
     inputs = (model, calib, sentiment_minilm.test)
-    before = {p: _digest(p) for p in inputs}
+    before = {p: tree_digest(p) for p in inputs}
     out = tmp_path / "int8"
     result = CliRunner().invoke(
         app,
@@ -52,7 +42,7 @@ def test_quantize_minilm_for_onnxruntime(tmp_path, rt_data, sentiment_minilm):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert {p: _digest(p) for p in inputs} == before
+    assert {p: tree_digest(p) for p in inputs} == before
     report = json.loads((out / "report.json").read_text())
     assert report["runtime"] == "onnxruntime"
     # The preset's search: every SmoothQuant alpha x calibrator, the lowest held-out KL chosen,

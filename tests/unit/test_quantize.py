@@ -3,7 +3,6 @@ and one clear line on bad input with the inputs left as they were."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qtoolkit.cli import app
+from tests.conftest import tree_digest
 
 # Small candidate sets keep each run to seconds; the machinery is the same as the presets'.
 FAST = [
@@ -25,15 +25,6 @@ FAST = [
 
 def _run(*args: str):
     return CliRunner().invoke(app, list(args))
-
-
-def _digest(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _error_lines(result) -> list[str]:
@@ -182,7 +173,7 @@ def _check_folder(out: Path, runtime: str) -> dict:
 def test_quantize_bert_for_each_runtime(tmp_path, tiny_bert_dir, calib_jsonl, labelled, runtime):
     if runtime == "openvino":
         pytest.importorskip("openvino")
-    before = {p: _digest(p) for p in (tiny_bert_dir, calib_jsonl, labelled)}
+    before = {p: tree_digest(p) for p in (tiny_bert_dir, calib_jsonl, labelled)}
     out = tmp_path / "out"
     result = _run(
         "quantize",
@@ -214,7 +205,7 @@ def test_quantize_bert_for_each_runtime(tmp_path, tiny_bert_dir, calib_jsonl, la
         script = (out / "trtexec.sh").read_text()
         assert "trtexec" in script and str(out / "model.onnx") in script
         assert "not built" in (out / "report.md").read_text()
-    assert {p: _digest(p) for p in before} == before
+    assert {p: tree_digest(p) for p in before} == before
     # The folder is what evaluate takes as it is.
     evaluated = _run("evaluate", str(out), "--data", str(labelled))
     assert evaluated.exit_code == 0, evaluated.output
@@ -361,13 +352,13 @@ def test_refuses_an_unknown_runtime(tmp_path, tiny_bert_dir, calib_jsonl):
 
 
 def test_refuses_an_output_that_is_an_input(tmp_path, tiny_bert_dir, calib_jsonl):
-    before = _digest(tiny_bert_dir)
+    before = tree_digest(tiny_bert_dir)
     result = _run(
         "quantize", str(tiny_bert_dir), "--calib-file", str(calib_jsonl), "-o", str(tiny_bert_dir)
     )
     assert result.exit_code == 2 and len(_error_lines(result)) == 1, result.output
     assert "input" in _error_lines(result)[0]
-    assert _digest(tiny_bert_dir) == before
+    assert tree_digest(tiny_bert_dir) == before
 
 
 def test_refuses_a_model_without_a_trained_head(tmp_path, calib_jsonl):

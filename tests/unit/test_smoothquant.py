@@ -98,10 +98,10 @@ def _random_batch(rows: int, length: int, seed: int) -> dict:
     return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": types}
 
 
-def test_smoothed_model_exports_plain_tensorrt_ready_qdq(tiny_dir, tmp_path):
-    import onnx
-
-    from qtoolkit.export import check_onnx, export_onnx
+def _smoothed_random_model(tiny_dir, quant: QuantConfig):
+    """A random-init tiny model (weights large enough to matter), quantizers of `quant`,
+    SmoothQuant alpha 0.5 and max calibration on two random batches: (model, batches)."""
+    from qtoolkit.quant import calibrate
 
     loaded = load_model(
         ModelConfig(
@@ -112,12 +112,18 @@ def test_smoothed_model_exports_plain_tensorrt_ready_qdq(tiny_dir, tmp_path):
     )
     model = loaded.model.eval()
     batches = [_random_batch(4, 16, s) for s in range(2)]
-    insert_quantizers(model, QuantConfig(smoothquant={"alpha": 0.5}))
+    insert_quantizers(model, quant)
     apply_smoothquant(model, lambda m: [m(**b) for b in batches], alpha=0.5)
-    calibrate_loop = lambda m: [m(**b) for b in batches]  # noqa: E731
-    from qtoolkit.quant import calibrate
+    calibrate(model, lambda m: [m(**b) for b in batches], CalibConfig(method="max"))
+    return model, batches
 
-    calibrate(model, calibrate_loop, CalibConfig(method="max"))
+
+def test_smoothed_model_exports_plain_tensorrt_ready_qdq(tiny_dir, tmp_path):
+    import onnx
+
+    from qtoolkit.export import check_onnx, export_onnx
+
+    model, batches = _smoothed_random_model(tiny_dir, QuantConfig(smoothquant={"alpha": 0.5}))
     from qtoolkit.recipe import ExportConfig
 
     result = export_onnx(model, tmp_path / "sq.onnx", ExportConfig(), batches)
@@ -137,22 +143,10 @@ def test_openvino_layout_moves_the_layernorm_scale_onto_the_quantizer(tiny_dir, 
 
     from qtoolkit.export import export_onnx
     from qtoolkit.export.graph import GraphIndex
-    from qtoolkit.quant import calibrate
     from qtoolkit.recipe import ExportConfig
 
-    loaded = load_model(
-        ModelConfig(
-            path=str(tiny_dir),
-            random_init=True,
-            config_overrides={"initializer_range": 0.2, "vocab_size": 120},
-        )
-    )
-    model = loaded.model.eval()
-    batches = [_random_batch(4, 16, s) for s in range(2)]
     quant = QuantConfig(residual_add=False, smoothquant={"alpha": 0.5})
-    insert_quantizers(model, quant)
-    apply_smoothquant(model, lambda m: [m(**b) for b in batches], alpha=0.5)
-    calibrate(model, lambda m: [m(**b) for b in batches], CalibConfig(method="max"))
+    model, batches = _smoothed_random_model(tiny_dir, quant)
 
     def ln_consumers(path):
         proto = onnx.load(str(path))

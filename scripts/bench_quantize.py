@@ -396,11 +396,10 @@ WALL = {
 
 
 def _ci(d: dict, points: bool = False) -> str:
-    v, lo, hi = (100 * d[k] for k in ("value", "low", "high"))
-    if points:
-        tie = " tie" if lo <= 0 <= hi else ""
-        return f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]{tie}"
-    return f"{v:.2f}% [{lo:.2f}, {hi:.2f}]"
+    from qtoolkit.tasks.compare import delta_cell
+    from qtoolkit.tasks.intervals import Interval
+
+    return delta_cell({"delta": d}) if points else Interval(**d).percent()
 
 
 def render(data: dict) -> str:

@@ -37,29 +37,24 @@ def write_subsets() -> None:
             target.write_text("".join(lines))
 
 
-def _interval(d: dict, points: bool = False) -> str:
-    scale = 100.0
-    if points:
-        return f"{scale * d['value']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}]"
-    return f"{scale * d['value']:.2f}% [{scale * d['low']:.2f}, {scale * d['high']:.2f}]"
-
-
 def demo_table(report: dict) -> str:
     """fp32 against INT8 from `qtool quantize`'s report.json: accuracy, its difference and the
     agreement with fp32 (95% intervals), then p50 latency and speed-up at every timed shape."""
+    from qtoolkit.tasks.compare import delta_cell
+    from qtoolkit.tasks.intervals import Interval
+
     check = report["check"]
     fid = check["fidelity"]
     m32, m8 = fid["metrics_fp32"], fid["metrics_int8"]
     metric = "accuracy" if "accuracy" in m32 else next(iter(m32))
     diff = fid.get("accuracy_difference")
-    tie = " tie" if diff and diff["low"] <= 0 <= diff["high"] else ""
+    delta = delta_cell({"delta": diff}) or "-"
     lines = [
         f"| model | {metric} | Δ vs fp32 (points, 95% CI) | agreement with fp32 (95% CI) |",
         "|---|---:|---|---|",
         f"| fp32 ({check['runtime']}) | {m32[metric]:.4f} | | |",
         f"| INT8 ({check['runtime']}, {report['chosen']['label']}) | {m8[metric]:.4f} | "
-        + (f"{_interval(diff, True)}{tie}" if diff else "-")
-        + f" | {_interval(fid['agreement'])} |",
+        + f"{delta} | {Interval(**fid['agreement']).percent()} |",
         "",
         "| batch x seq | fp32 p50 ms | INT8 p50 ms | speed-up (95% CI) |",
         "|---|---:|---:|---|",

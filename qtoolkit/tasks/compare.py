@@ -77,4 +77,4 @@ def agreement_cell(row: dict[str, Any]) -> str:
     interval = _interval(row.get("agreement_interval"))
     if interval is None:
         return f"{row['agreement']:.2%}" if row.get("agreement") is not None else ""
-    return f"{100 * interval.value:.2f}% [{100 * interval.low:.2f}, {100 * interval.high:.2f}]"
+    return interval.percent()

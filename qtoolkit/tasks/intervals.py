@@ -44,6 +44,11 @@ class Interval:
         v, lo, hi = (100.0 * x for x in (self.value, self.low, self.high))
         return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
+    def percent(self, digits: int = 2) -> str:
+        """A share in percent with its interval, e.g. '97.45% [96.80, 98.10]'."""
+        v, lo, hi = (100.0 * x for x in (self.value, self.low, self.high))
+        return f"{v:.{digits}f}% [{lo:.{digits}f}, {hi:.{digits}f}]"
+
 
 def _resample_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)

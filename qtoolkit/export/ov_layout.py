@@ -33,15 +33,15 @@ from qtoolkit.export.graph import GraphIndex, prune_unused, source_constant
 __all__ = ["smooth_scale_to_quantizer"]
 
 
-def _per_channel(idx: GraphIndex, node: onnx.NodeProto, x: str) -> tuple[str, np.ndarray] | None:
-    """(constant input name, value) of a `Mul(x, c)` whose c is a float vector, else None."""
+def _per_channel(idx: GraphIndex, node: onnx.NodeProto, x: str) -> np.ndarray | None:
+    """c of a `Mul(x, c)` whose c is a positive float vector, else None."""
     if node.op_type != "Mul" or len(node.input) != 2 or x not in node.input:
         return None
     other = node.input[1] if node.input[0] == x else node.input[0]
     value = source_constant(idx, other)
     if value is None or value.ndim != 1 or value.dtype != np.float32 or not np.all(value > 0):
         return None
-    return other, value
+    return value
 
 
 def smooth_scale_to_quantizer(model: onnx.ModelProto) -> int:
@@ -49,7 +49,7 @@ def smooth_scale_to_quantizer(model: onnx.ModelProto) -> int:
     the number of LayerNorms rewritten."""
     graph = model.graph
     idx = GraphIndex(graph)
-    plans = []  # (LayerNorm, residual Mul, s, quantizers): found first, the graph changed after
+    plans = []  # (LayerNorm, residual Mul, s, quantizers, gamma, beta): all found first
     for ln in graph.node:
         if ln.op_type != "LayerNormalization" or len(ln.input) != 3:
             continue
@@ -61,7 +61,7 @@ def smooth_scale_to_quantizer(model: onnx.ModelProto) -> int:
         gamma, beta = (source_constant(idx, n) for n in ln.input[1:3])
         if not quantizers or len(scales) != 1 or gamma is None or beta is None:
             continue
-        mul, (_, scale) = scales[0]
+        mul, scale = scales[0]
         if y in idx.graph_outputs or mul.output[0] in idx.graph_outputs:
             continue
         if scale.shape != gamma.shape or beta.shape != gamma.shape:
@@ -73,8 +73,8 @@ def smooth_scale_to_quantizer(model: onnx.ModelProto) -> int:
         y = ln.output[0]
         # LayerNorm back at fp32's scale (new initializers: the exporter may share a constant,
         # e.g. an all-zero beta, between nodes); its residual consumers take it as it is.
-        for k, value in ((1, gamma * scale), (2, beta * scale)):
-            name = f"{ln.name}/{('gamma', 'beta')[k - 1]}_unsmoothed"
+        for k, part, value in ((1, "gamma", gamma * scale), (2, "beta", beta * scale)):
+            name = f"{ln.name}/{part}_unsmoothed"
             graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
             ln.input[k] = name
         for c in idx.consumers.get(mul.output[0], []):

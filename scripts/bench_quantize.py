@@ -465,19 +465,9 @@ def render(data: dict) -> str:
         "Wall times are whole processes, process start included; NNCF's starts from the fp32 "
         "ONNX that qtool exported.",
         "",
-        f"_{_machine(data['machine'])}; NNCF {data['nncf']}._",
+        f"NNCF {data['nncf']}, OpenVINO {data['machine']['versions'].get('openvino')}.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _machine(m: dict) -> str:
-    flags = "/".join(f for f in m.get("cpu_flags", []) if f.startswith(("amx", "avx512_vnni")))
-    v = m.get("versions", {})
-    libs = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "openvino", "torch") if k in v)
-    return (
-        f"Measured on {m['cpu']} ({flags}), {m['cores']} cores, {m['threads']} threads, "
-        f"{libs}, {m['date'][:10]}"
-    )
 
 
 if __name__ == "__main__":

@@ -243,14 +243,9 @@ def render(data: dict) -> str:
         f"fp32 dev accuracy {100 * data['fp32_dev_accuracy']:.2f} on {data['num_dev']} dev "
         f"sentences; {data['num_range']} calibration sentences set the ranges, "
         f"{data['num_holdout']} held out score them (the label-free KL). Intervals: "
-        f"{data['interval']}. {_machine(data['machine'])}, {data['seconds'] / 60:.0f} min."
+        f"{data['interval']}. The search took {data['seconds'] / 60:.0f} min."
     )
     return "\n".join(out) + "\n"
-
-
-def _machine(m: dict) -> str:
-    flags = "/".join(f for f in m.get("cpu_flags", []) if f.startswith(("amx", "avx512_vnni")))
-    return f"Measured on {m['cpu']} ({flags}), {m['cores']} cores, {m['date'][:10]}"
 
 
 if __name__ == "__main__":

@@ -364,6 +364,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "preset_search": script_renderer("preset_search"),
     "qat_fidelity": script_renderer("qat_fidelity"),
     "qat_knobs": script_renderer("qat_knobs"),
+    "qat_probe": script_renderer("qat_probe"),
     "group_error": render_group_error,
     "autoquant": render_autoquant,
     "compare_evals": render_compare_evals,

@@ -26,17 +26,17 @@ over all sentences and over those near the decision boundary (|d_fp32| < 0.5), t
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from group_error import GROUPS  # noqa: E402  (scripts/, next to this file)
 
 RECIPE = ROOT / "recipes/minilm-rt-sentiment.yaml"
 FP32 = Path("runs/minilm-rt-sentiment/finetuned")
@@ -46,14 +46,14 @@ CACHE = Path("runs/qat-probe/cache")
 EXTRA = ("amazonReviewSnippets", "nytEditorialSnippets", "tweets")
 NEAR = 0.5  # |d_fp32| below this: near the decision boundary
 
-# Put back in float, one kind at a time (names as qtoolkit.quant.insert gives them).
+# Put back in float, one kind at a time: scripts/group_error.py's groups, and every activation.
 BUDGET = {
-    "nothing (the PTQ start)": lambda n: False,
-    "residual-add inputs": lambda n: "add_residual" in n,
-    "attention matmul inputs": lambda n: ".matmul_" in n,
-    "Linear inputs": lambda n: n.endswith("._input_quantizer"),
-    "every activation (weights alone INT8)": lambda n: "_weight_quantizer" not in n,
-    "weights (activations alone INT8)": lambda n: "_weight_quantizer" in n,
+    "nothing (the PTQ start)": GROUPS["none (all quantized)"],
+    "residual-add inputs": GROUPS["residual adds"],
+    "attention matmul inputs": GROUPS["all attention matmul inputs"],
+    "Linear inputs": GROUPS["all Linear/Conv1d inputs"],
+    "every activation (weights alone INT8)": lambda n: not GROUPS["all weights"](n),
+    "weights (activations alone INT8)": GROUPS["all weights"],
 }
 VARIANTS = {
     "kl T0.5, lr 5e-6 (qtool qat default)": {"loss": "kl", "lr": 5e-6, "steps": 94},
@@ -75,20 +75,11 @@ def _texts(path: Path) -> list[str]:
 
 def extra_sentences() -> list[str]:
     """The package's Amazon, NYT and tweet sentences (not movie ones), shuffled with seed 0."""
-    from qtoolkit.data.prepare import INNER, _fetch_sdist
+    from qtoolkit.data.prepare import _fetch_sdist, read_ground_truth
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(_fetch_sdist(CACHE)) as outer:
-        member = next(m for m in outer.getmembers() if m.name.endswith(INNER))
-        inner_bytes = outer.extractfile(member).read()
-    rows = []
-    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-        for name in EXTRA:
-            raw = inner.extractfile(f"hutto_ICWSM_2014/{name}_GroundTruth.txt").read()
-            for line in raw.decode("utf-8", errors="replace").splitlines():
-                parts = line.split("\t")
-                if len(parts) >= 3 and parts[2].strip():
-                    rows.append(parts[2].strip())
+    sdist = _fetch_sdist(CACHE)
+    rows = [text for name in EXTRA for _, text, _ in read_ground_truth(sdist, name)]
     random.Random(0).shuffle(rows)
     return rows
 
@@ -98,6 +89,7 @@ class Probe:
 
     def __init__(self, teacher, tokenizer, texts: list[str]):
         self.tokenizer, self.texts = tokenizer, texts
+        self.batches = [self.encode(texts[i : i + 64]) for i in range(0, len(texts), 64)]
         self.ref = self.logits(teacher)
         self.d_ref = self.ref[:, 1] - self.ref[:, 0]
 
@@ -110,25 +102,16 @@ class Probe:
         import torch
 
         with torch.no_grad():
-            return torch.cat(
-                [
-                    model.eval()(**self.encode(self.texts[i : i + 64])).logits.float()
-                    for i in range(0, len(self.texts), 64)
-                ]
-            )
+            return torch.cat([model.eval()(**batch).logits.float() for batch in self.batches])
 
     def measure(self, model) -> dict[str, Any]:
-        import torch.nn.functional as F
-
         from qtoolkit.tasks.intervals import agreement_interval
+        from qtoolkit.train.distill import kd_loss
 
         out = self.logits(model)
         d = out[:, 1] - out[:, 0]
         err, near = d - self.d_ref, self.d_ref.abs() < NEAR
-        kl = F.kl_div(
-            F.log_softmax(out, -1), F.log_softmax(self.ref, -1), reduction="batchmean",
-            log_target=True,
-        )  # fmt: skip
+        kl = kd_loss(out, self.ref, 1.0)  # KL(p_fp32 || p_int8), mean over sentences
         preds, ref = (d > 0).tolist(), (self.d_ref > 0).tolist()
         return {
             "agreement": agreement_interval(preds, ref).to_dict(),
@@ -164,6 +147,7 @@ def train_variant(probe: Probe, teacher, train: list[str], extra: list[str], spe
     import torch.nn.functional as F
 
     from qtoolkit.quant import load_quantized
+    from qtoolkit.train.distill import kd_loss
 
     torch.manual_seed(0)
     rng = random.Random(0)
@@ -194,11 +178,7 @@ def train_variant(probe: Probe, teacher, train: list[str], extra: list[str], spe
             t = teacher(**batch).logits
         s = student(**batch).logits
         if spec["loss"] == "kl":
-            temp = spec.get("temperature", 0.5)
-            loss = F.kl_div(
-                F.log_softmax(s / temp, -1), F.log_softmax(t / temp, -1),
-                reduction="batchmean", log_target=True,
-            ) * temp**2  # fmt: skip
+            loss = kd_loss(s, t, spec.get("temperature", 0.5))  # qtool qat's KD term
         else:
             loss = F.mse_loss(s - s.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True))
         opt.zero_grad()
@@ -218,9 +198,10 @@ def train_variant(probe: Probe, teacher, train: list[str], extra: list[str], spe
 
 
 def _cell(m: dict[str, Any]) -> str:
-    a = m["agreement"]
+    from qtoolkit.tasks.intervals import Interval
+
     return (
-        f"{100 * a['value']:.2f}% [{100 * a['low']:.2f}, {100 * a['high']:.2f}] | {m['flips']} | "
+        f"{Interval(**m['agreement']).percent()} | {m['flips']} | "
         f"{m['err_std']:.3f} | {m['err_std_near']:.3f} | {m['kl']:.5f}"
     )
 

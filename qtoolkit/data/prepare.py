@@ -25,7 +25,7 @@ __all__ = ["DATASETS", "prepare_dataset", "RT_SPLITS"]
 
 SDIST = "vaderSentiment==3.3.2"
 INNER = "additional_resources/hutto_ICWSM_2014.tar.gz"
-MOVIES = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+MOVIES = "movieReviewSnippets"  # hutto_ICWSM_2014/<name>_GroundTruth.txt in INNER
 # Disjoint splits, taken in this order from one seeded shuffle.
 RT_SPLITS = {"train": 6000, "dev": 1000, "calib": 512, "test": 2000}
 
@@ -67,10 +67,16 @@ def _fetch_sdist(cache: Path) -> Path:
 
 
 def read_movie_sentences(sdist: Path) -> list[tuple[str, str, float]]:
-    """(id, text, mean rating) for every line of the movie-review ground truth; a truncated
-    or foreign package (a cached download cut short) is named, with what to do."""
+    """(id, text, mean rating) for every line of the movie-review ground truth."""
+    return read_ground_truth(sdist, MOVIES)
+
+
+def read_ground_truth(sdist: Path, name: str) -> list[tuple[str, str, float]]:
+    """(id, text, mean rating) for every line of one of the package's rated sets (`name`:
+    movieReviewSnippets, amazonReviewSnippets, nytEditorialSnippets or tweets); a truncated or
+    foreign package (a cached download cut short) is named, with what to do."""
     try:
-        return _movie_rows(sdist)
+        return _ground_truth_rows(sdist, name)
     except (tarfile.TarError, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
         raise QtoolError(
@@ -79,14 +85,14 @@ def read_movie_sentences(sdist: Path) -> list[tuple[str, str, float]]:
         ) from None
 
 
-def _movie_rows(sdist: Path) -> list[tuple[str, str, float]]:
+def _ground_truth_rows(sdist: Path, name: str) -> list[tuple[str, str, float]]:
     with tarfile.open(sdist) as outer:
         member = next((m for m in outer.getmembers() if m.name.endswith(INNER)), None)
         if member is None:
             raise QtoolError(f"{sdist} does not contain {INNER}")
         inner_bytes = outer.extractfile(member).read()
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-        raw = inner.extractfile(MOVIES).read().decode("utf-8")
+        raw = inner.extractfile(f"hutto_ICWSM_2014/{name}_GroundTruth.txt").read().decode("utf-8")
     rows = []
     for line in raw.splitlines():
         parts = line.split("\t")
